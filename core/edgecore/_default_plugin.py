@@ -1,0 +1,23 @@
+"""Core's default answers to the decision hooks; they run last, so any plugin can override them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+from edgecore.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from edgecore.config import EngineConfig
+    from edgecore.graph import Graph
+    from edgecore.specs import BackendSpec
+
+
+@hookimpl(trylast=True)
+def edgecore_select_backend(graph: Graph, candidates: Sequence[BackendSpec], config: EngineConfig) -> BackendSpec | None:
+    """The highest-priority candidate that runs every operator of the graph."""
+    from edgecore.backend import backend_for
+
+    for spec in candidates:
+        if not backend_for(spec).supported_ops(graph):
+            return spec
+    return None

@@ -1,0 +1,96 @@
+"""The hooks through which plugins extend edgecore.
+
+Every hook is prefixed ``edgecore_``. Registration hooks return iterables of frozen records from
+:mod:`edgecore.specs`; the plugin manager collects them and raises on duplicate names. Decision hooks
+are ``firstresult``: the first non-None answer wins, and core's own default runs last.
+
+Implement a hook in a plugin module with ``@edgecore.hookimpl``::
+
+    from edgecore import hookimpl
+    from edgecore.specs import BackendSpec
+
+    @hookimpl
+    def edgecore_backends():
+        return [BackendSpec(name="mine", factory=MyBackend, priority=10)]
+
+and register the module in your distribution's ``pyproject.toml``::
+
+    [project.entry-points.edgecore]
+    mine = "my_package.plugin"
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import pluggy
+
+if TYPE_CHECKING:
+    from edgecore.config import EngineConfig
+    from edgecore.engine import Engine
+    from edgecore.graph import Graph
+    from edgecore.specs import BackendSpec, ModelSpec, PassSpec, ScenarioSpec
+
+PROJECT = "edgecore"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -------------------------------------------------------------------------------------------------
+# Registration: what a plugin brings. Called once per plugin manager; results are cached.
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def edgecore_backends() -> Iterable[BackendSpec]:
+    """Return the backends this plugin provides.
+
+    Collected from every plugin; a name registered twice raises :class:`~edgecore.errors.PluginError`.
+    """
+
+
+@hookspec
+def edgecore_passes() -> Iterable[PassSpec]:
+    """Return the optimization passes this plugin provides (collected, names unique)."""
+
+
+@hookspec
+def edgecore_benchmarks() -> Iterable[ScenarioSpec]:
+    """Return benchmark scenarios and reporters for the harness (collected, names unique)."""
+
+
+@hookspec
+def edgecore_models() -> Iterable[ModelSpec]:
+    """Return zoo models this plugin can build (collected, names unique)."""
+
+
+# -------------------------------------------------------------------------------------------------
+# Decisions: who handles this? Stop at the first non-None answer.
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def edgecore_select_backend(
+    graph: Graph, candidates: Sequence[BackendSpec], config: EngineConfig
+) -> BackendSpec | None:
+    """Pick the backend for ``graph`` among available ``candidates`` (sorted best first).
+
+    Stops at the first non-None result. Core's default (``trylast``) takes the highest-priority
+    candidate that supports every operator of the graph.
+    """
+
+
+# -------------------------------------------------------------------------------------------------
+# Notifications: engine life. Every implementation is called; results are ignored.
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def edgecore_engine_started(engine: Engine) -> None:
+    """Called after an engine has loaded and compiled its model (exporters, metrics)."""
+
+
+@hookspec
+def edgecore_engine_closed(engine: Engine) -> None:
+    """Called once when an engine closes, after its last request was answered."""
