@@ -1,0 +1,168 @@
+"""Chrome Trace Event JSON export: what Perfetto (ui.perfetto.dev) and chrome://tracing open.
+
+The file is the "JSON Object Format" of the Trace Event Format::
+
+    {"traceEvents": [...], "displayTimeUnit": "ms", "otherData": {"session": ..., "dropped_events": ...}}
+
+* ``ph: "X"`` complete events with ``ts``/``dur`` in microseconds (floats, ns resolution) from the
+  session start; ``ph: "i"`` instants (``"s": "t"``, thread scope); ``ph: "C"`` counter samples of
+  registered event sources; ``ph: "M"`` metadata naming the process and each thread.
+* ``pid`` is the recording process, ``tid`` the OS thread id (``threading.get_native_id()``); the
+  profiler records cheap ``threading.get_ident()`` values and maps them here.
+* ``args`` carries ``request_id`` and whatever the recorder attached (batch_id, batch_size, backend...).
+* ``otherData`` carries the session metadata, including how many events the ring buffer dropped.
+
+``profiling/trace_schema.json`` is the JSON schema of this output; docs/trace-format.md explains it.
+Pure functions over an immutable :class:`SessionData`; safe from any thread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgecore.profiling.profiler import STAGES, SessionData
+
+__all__ = ["FORMAT_VERSION", "edgecore_version", "session_to_chrome_trace", "write_chrome_trace", "load_schema"]
+
+#: Bumped when the layout of ``otherData`` or of the events changes incompatibly.
+FORMAT_VERSION = 1
+
+
+def edgecore_version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("edgecore")
+    except (ImportError, PackageNotFoundError):
+        import edgecore
+
+        return str(getattr(edgecore, "__version__", "unknown"))
+
+
+def _category(name: str) -> str:
+    cat = STAGES.get(name)
+    if cat is not None:
+        return cat
+    if name.startswith("optimize/") or name == "optimize":
+        return "model"
+    return "user"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if hasattr(value, "item"):  # numpy scalars
+        try:
+            return _jsonable(value.item())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def session_to_chrome_trace(session: SessionData) -> dict[str, Any]:
+    """The Trace Event JSON object (a dict ready for ``json.dump``) of ``session``."""
+    pid = session.pid
+    t0 = session.start_ns
+    for ev in session.events:  # events timed before the session started (e.g. a request already queued)
+        if ev[3] < t0:
+            t0 = ev[3]
+    cats: dict[str, str] = {}
+    tid_map: dict[int, int] = {ident: native for ident, (native, _) in session.threads.items()}
+    names: dict[int, str] = {native: name for native, name in session.threads.values()}
+    synthetic = iter(range(1 << 30, 1 << 31))
+
+    def os_tid(tid: Any) -> int:
+        out = tid_map.get(tid)
+        if out is None:
+            if isinstance(tid, int) and 0 <= tid < (1 << 30):
+                out = tid  # already an OS thread id (runtimes report those) or a track number
+            else:  # an ident of a thread that never recorded itself: a track of its own
+                out = next(synthetic)
+            tid_map[tid] = out
+        return out
+
+    body: list[tuple[float, float, dict[str, Any]]] = []
+    tids: set[int] = set()
+    for ph, name, cat, start, end, request_id, args, tid in session.events:
+        if cat is None:
+            cat = cats.get(name)
+            if cat is None:
+                cat = cats[name] = _category(name)
+        ts = round((start - t0) / 1000.0, 3)
+        tid = os_tid(tid)
+        event: dict[str, Any] = {"name": name, "cat": cat, "ph": ph, "ts": ts, "pid": pid, "tid": tid}
+        dur = 0.0
+        if ph == "X":
+            dur = event["dur"] = round(max(end - start, 0) / 1000.0, 3)
+        elif ph == "i":
+            event["s"] = "t"
+        out_args = _jsonable(dict(args)) if args else {}
+        if request_id is not None and ph != "C":  # counter args are the plotted series
+            out_args["request_id"] = _jsonable(request_id)
+        if out_args:
+            event["args"] = out_args
+        tids.add(tid)
+        body.append((ts, -dur, event))
+    body.sort(key=lambda t: (t[0], t[1]))  # parents before their children at equal ts
+
+    meta: list[dict[str, Any]] = [
+        {"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": f"edgecore: {session.name}"}},
+    ]
+    for tid in sorted(tids):
+        thread_name = names.get(tid, f"thread {tid}")
+        meta.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": thread_name}})
+
+    return {
+        "traceEvents": meta + [e for _, _, e in body],
+        "displayTimeUnit": "ms",
+        "otherData": {
+            "format": "edgecore-trace",
+            "format_version": FORMAT_VERSION,
+            "session": session.name,
+            "edgecore_version": edgecore_version(),
+            "recorded_events": session.recorded,
+            "dropped_events": session.dropped,
+            "capacity": session.capacity,
+            "start_time_unix_ns": session.start_unix_ns + (t0 - session.start_ns),
+            "duration_ms": round((session.end_ns - t0) / 1e6, 6),
+            "clock": "perf_counter_ns",
+            "active": session.active,
+            "event_sources": [
+                {"name": s.name, "unit": s.unit, "description": s.description} for s in session.sources
+            ],
+            "host": platform.node(),
+            "python": sys.version.split()[0],
+        },
+    }
+
+
+def write_chrome_trace(session: SessionData | dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``session`` (or an already built trace dict) as JSON to ``path``; returns the path."""
+    trace = session if isinstance(session, dict) else session_to_chrome_trace(session)
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(trace, f, separators=(",", ":"), allow_nan=False)
+    os.replace(tmp, path)
+    return path
+
+
+def load_schema() -> dict[str, Any]:
+    """The JSON schema (draft 2020-12) the exported traces follow."""
+    from importlib.resources import files
+
+    return json.loads(files("edgecore.profiling").joinpath("trace_schema.json").read_text(encoding="utf-8"))

@@ -1,0 +1,522 @@
+"""The profiler: sessions of timed events, recorded cheaply from any thread.
+
+Concurrency
+-----------
+One :class:`Profiler` is shared by every thread of the process (``Profiler.get_instance()``); tests
+may build their own. Recording threads never take a lock:
+
+* the active session's events live in a ``collections.deque(maxlen=capacity)`` -- a ring buffer
+  whose ``append`` is atomic (under the GIL, and under a per-object lock on free-threaded builds);
+  when it is full the *oldest* event falls out, and ``next()`` on an ``itertools.count`` counts
+  every append, so ``appended - retained`` is the number of dropped events, reported in the export;
+* ``start_global_session`` / ``stop_global_session`` / the registries take ``self._lock``; they
+  publish or withdraw the session by assigning ``self._events`` (one atomic attribute store), so a
+  recording thread sees either the whole session or none. A call that read ``_events`` just before
+  the stop may still append to the stopped session's buffer; that event is kept (if the buffer has
+  room) and the drop count stays exact once such in-flight calls have returned.
+
+Hot path (what the engine calls per request)
+--------------------------------------------
+``if profiler.active: profiler.record(name, start_ns, end_ns, request_id=..., args=..., tid=...)``
+with ``time.perf_counter_ns()`` timestamps. ``active`` is a plain attribute; ``record`` builds one
+tuple, no dict, when ``args`` is None. ``args`` dicts are stored by reference: build one per batch,
+share it between that batch's spans, and do not mutate it afterwards.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import itertools
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, TypeVar
+
+import attrs
+
+from edgecore.errors import EdgecoreError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "STAGES",
+    "EventSource",
+    "Profiler",
+    "ProfilerSessionError",
+    "SessionData",
+    "Span",
+    "get_profiler",
+    "profile_function",
+]
+
+#: Events a session keeps before the oldest are overwritten (about 150 bytes each while recorded).
+DEFAULT_CAPACITY = 1_000_000
+
+#: Built-in stage names and the trace category each is exported under.
+STAGES: Mapping[str, str] = {
+    "inference_total": "request",
+    "queue_wait": "request",
+    "batch_assemble": "batch",
+    "backend_execute": "batch",
+    "output_split": "batch",
+    "model_load": "model",
+    "compile": "model",
+}
+
+_now = time.perf_counter_ns
+_thread_id = threading.get_ident  # pthread_self(): no system call, unlike get_native_id()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ProfilerSessionError(EdgecoreError, RuntimeError):
+    """A session was started twice, stopped while none runs, or asked for under an unknown name."""
+
+
+class Span(NamedTuple):
+    """An event to merge into the active session (``Profiler.add_events``).
+
+    A NamedTuple rather than an attrs record: merged backend traces hold thousands of these and they
+    are stored as plain tuples. Times are ``time.perf_counter_ns()`` nanoseconds; ``tid`` is a
+    ``threading.get_ident()`` value, an OS thread id (``threading.get_native_id()``, as runtimes
+    report them) or a small int naming a track; the export writes OS thread ids.
+    """
+
+    name: str
+    start_ns: int
+    end_ns: int
+    cat: str | None = None
+    request_id: Any = None
+    args: Mapping[str, Any] | None = None
+    tid: int | None = None
+
+
+# Stored event rows: (ph, name, cat, start_ns, end_ns, request_id, args, tid).
+# ph is "X" (complete), "i" (instant) or "C" (counter); cat None means "derive from the name".
+Event = tuple
+
+
+@attrs.frozen(kw_only=True)
+class EventSource:
+    """A named source of custom values (``register_event_source``); exported as a counter track."""
+
+    name: str
+    unit: str = ""
+    description: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class SessionData:
+    """A stopped (or snapshotted) session: everything the exporter needs, immutable."""
+
+    name: str
+    events: tuple[Event, ...]
+    recorded: int
+    dropped: int
+    capacity: int
+    start_ns: int
+    end_ns: int
+    start_unix_ns: int
+    pid: int
+    #: ``threading.get_ident()`` -> (OS thread id, thread name) of the threads that recorded.
+    threads: Mapping[int, tuple[int, str]] = attrs.field(converter=dict, factory=dict)
+    sources: tuple[EventSource, ...] = ()
+    active: bool = False
+
+
+class _Session:
+    __slots__ = ("name", "capacity", "events", "counter", "reads", "start_ns", "start_unix_ns", "end_ns")
+
+    def __init__(self, name: str, capacity: int) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.events: collections.deque = collections.deque(maxlen=capacity)
+        self.counter = itertools.count()
+        self.reads = 0
+        self.start_unix_ns = time.time_ns()
+        self.start_ns = _now()
+        self.end_ns: int | None = None
+
+    def appended(self) -> int:
+        # next() returns how many times next() was called before: the appends plus our own reads.
+        n = next(self.counter) - self.reads
+        self.reads += 1
+        return n
+
+
+class _Scope:
+    """Context manager returned by ``scoped_event`` while a session is active."""
+
+    __slots__ = ("_profiler", "_name", "_request_id", "_args", "_start")
+
+    def __init__(self, profiler: Profiler, name: str, request_id: Any, args: dict | None) -> None:
+        self._profiler = profiler
+        self._name = name
+        self._request_id = request_id
+        self._args = args
+
+    def __enter__(self) -> _Scope:
+        self._start = _now()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        end = _now()
+        args = self._args
+        if exc_type is not None:
+            args = {**(args or {}), "error": exc_type.__name__}
+        self._profiler.record(self._name, self._start, end, request_id=self._request_id, args=args)
+
+
+class _NullScope:
+    __slots__ = ()
+
+    def __enter__(self) -> _NullScope:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+_NULL_SCOPE = _NullScope()
+
+
+class Profiler:
+    """Sessions of timed events; see the module docstring for the threading and hot-path contract."""
+
+    _instance: Profiler | None = None
+    _instance_lock = threading.Lock()
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        #: True while a session records. Read it before building anything for ``record``.
+        self.active = False
+        self._capacity = _check_capacity(capacity)
+        self._lock = threading.RLock()
+        self._session: _Session | None = None
+        self._events: collections.deque | None = None  # the active session's buffer, or None
+        self._tick: Callable[[], int] | None = None  # the active session's counter.__next__
+        self._threads: dict[int, tuple[int, str]] = {}  # get_ident() -> (native id, name)
+        self._sessions: dict[str, SessionData] = {}
+        self._sources: dict[str, EventSource] = {}
+        self._flush_hooks: list[Callable[[Profiler], None]] = []
+
+    # --- process-wide instance -------------------------------------------------------------
+
+    @classmethod
+    def get_instance(cls) -> Profiler:
+        """The process-wide profiler (created on first use)."""
+        inst = cls._instance
+        if inst is None:
+            with cls._instance_lock:
+                inst = cls._instance
+                if inst is None:
+                    inst = cls._instance = cls()
+        return inst
+
+    def initialize(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        """Set the ring-buffer capacity (events) of the sessions started from now on."""
+        with self._lock:
+            self._capacity = _check_capacity(capacity)
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    # --- sessions --------------------------------------------------------------------------
+
+    def start_global_session(self, name: str) -> None:
+        """Start recording into a new session called ``name``; one session is active at a time."""
+        if not name or not isinstance(name, str):
+            raise ProfilerSessionError(f"session name must be a non-empty string, got {name!r}")
+        with self._lock:
+            if self._session is not None:
+                raise ProfilerSessionError(
+                    f"cannot start session {name!r}: session {self._session.name!r} is active; stop it first"
+                )
+            session = _Session(name, self._capacity)
+            self._threads = {}  # idents of dead threads get reused: let each thread register anew
+            self._session = session
+            self._tick = session.counter.__next__
+            self._events = session.events
+            self.active = True
+        logger.debug("profiler session %r started (capacity %d)", name, session.capacity)
+
+    def stop_global_session(self) -> SessionData:
+        """Stop the active session and keep it for export under its name.
+
+        Flush hooks (``add_flush_hook``) run first, while the session still records, so that
+        backends can merge their own per-operator timings into it.
+        """
+        with self._lock:
+            if self._session is None:
+                raise ProfilerSessionError("no profiler session is active")
+            for hook in list(self._flush_hooks):
+                try:
+                    hook(self)
+                except Exception:  # a broken exporter must not lose the session
+                    logger.exception("profiler flush hook %r failed", hook)
+            session = self._session
+            self.active = False
+            self._events = None
+            self._tick = None
+            self._session = None
+            session.end_ns = _now()
+            data = self._snapshot(session, active=False)
+            self._sessions[session.name] = data
+        if data.dropped:
+            logger.warning(
+                "profiler session %r dropped %d of %d events (capacity %d); raise it with initialize(capacity=...)",
+                data.name, data.dropped, data.recorded, data.capacity,
+            )
+        return data
+
+    def session(self, name: str) -> SessionData:
+        """The stopped session ``name``, or a snapshot of the active one."""
+        with self._lock:
+            if self._session is not None and self._session.name == name:
+                return self._snapshot(self._session, active=True)
+            try:
+                return self._sessions[name]
+            except KeyError:
+                known = sorted(self._sessions) + ([self._session.name] if self._session else [])
+                raise ProfilerSessionError(f"no profiler session {name!r}; sessions: {known}") from None
+
+    def session_names(self) -> list[str]:
+        with self._lock:
+            names = list(self._sessions)
+            if self._session is not None and self._session.name not in self._sessions:
+                names.append(self._session.name)
+            return names
+
+    def discard_session(self, name: str) -> None:
+        """Forget a stopped session (frees its events)."""
+        with self._lock:
+            self._sessions.pop(name, None)
+
+    def export_session_as_json(self, name: str, path: str | os.PathLike[str]) -> os.PathLike[str] | str:
+        """Write session ``name`` as Chrome Trace Event JSON (opens in Perfetto) and return the path."""
+        from edgecore.profiling.export import write_chrome_trace
+
+        return write_chrome_trace(self.session(name), path)
+
+    def _snapshot(self, session: _Session, *, active: bool) -> SessionData:
+        events = tuple(session.events)
+        recorded = session.appended()
+        threads = dict(self._threads)
+        for t in threading.enumerate():
+            if t.ident is not None and t.native_id is not None:
+                threads.setdefault(t.ident, (t.native_id, t.name))
+        return SessionData(
+            name=session.name,
+            events=events,
+            recorded=max(recorded, len(events)),
+            dropped=max(0, recorded - len(events)),
+            capacity=session.capacity,
+            start_ns=session.start_ns,
+            end_ns=session.end_ns if session.end_ns is not None else _now(),
+            start_unix_ns=session.start_unix_ns,
+            pid=os.getpid(),
+            threads=threads,
+            sources=tuple(self._sources.values()),
+            active=active,
+        )
+
+    # --- hot path ----------------------------------------------------------------------------
+
+    def record(
+        self,
+        name: str,
+        start_ns: int,
+        end_ns: int,
+        *,
+        request_id: Any = None,
+        args: Mapping[str, Any] | None = None,
+        tid: int | None = None,
+    ) -> None:
+        """Append a complete event (``time.perf_counter_ns()`` start and end); no-op when inactive."""
+        events = self._events
+        if events is None:
+            return
+        if tid is None:
+            tid = _thread_id()
+            if tid not in self._threads:
+                self._note_thread(tid)
+        events.append(("X", name, None, start_ns, end_ns, request_id, args, tid))
+        self._tick()
+
+    def _note_thread(self, tid: int) -> None:
+        # Called once per thread, on that thread: remember its OS id and name for the export.
+        self._threads[tid] = (threading.get_native_id(), threading.current_thread().name)
+
+    # --- convenience forms (seed API) --------------------------------------------------------
+
+    def mark_event(self, request_id: Any, name: str, value: Any = None) -> None:
+        """An instant event; for a registered event source with a numeric value, a counter sample."""
+        events = self._events
+        if events is None:
+            return
+        now = _now()
+        tid = _thread_id()
+        if tid not in self._threads:
+            self._note_thread(tid)
+        if name in self._sources and isinstance(value, (int, float)) and not isinstance(value, bool):
+            events.append(("C", name, "custom", now, now, request_id, {name: value}, tid))
+        else:
+            args = None if value is None else {"value": value}
+            events.append(("i", name, None, now, now, request_id, args, tid))
+        self._tick()
+
+    def scoped_event(self, request_id: Any, name: str, **args: Any) -> _Scope | _NullScope:
+        """``with profiler.scoped_event(rid, "stage"):`` times the block (nothing when inactive)."""
+        if self._events is None:
+            return _NULL_SCOPE
+        return _Scope(self, name, request_id, args or None)
+
+    def profiled(self, name: str | None = None) -> Callable[[F], F]:
+        """Decorator timing every call of the function as an event (its qualified name by default)."""
+
+        def decorate(fn: F) -> F:
+            event_name = name or fn.__qualname__
+
+            @functools.wraps(fn)
+            def wrapper(*a: Any, **kw: Any) -> Any:
+                if self._events is None:
+                    return fn(*a, **kw)
+                start = _now()
+                try:
+                    return fn(*a, **kw)
+                finally:
+                    self.record(event_name, start, _now())
+
+            return wrapper  # type: ignore[return-value]
+
+        return decorate
+
+    def register_event_source(self, name: str, *, unit: str = "", description: str = "") -> EventSource:
+        """Declare a custom metric; ``mark_event(rid, name, value)`` then records counter samples.
+
+        Registering the same name again returns the existing source.
+        """
+        if not name or not isinstance(name, str):
+            raise ValueError(f"event source name must be a non-empty string, got {name!r}")
+        with self._lock:
+            source = self._sources.get(name)
+            if source is None:
+                source = self._sources[name] = EventSource(name=name, unit=unit, description=description)
+            return source
+
+    def event_sources(self) -> tuple[EventSource, ...]:
+        with self._lock:
+            return tuple(self._sources.values())
+
+    # --- merging events from elsewhere (backends) --------------------------------------------
+
+    def add_events(self, events: Iterable[Span | tuple]) -> int:
+        """Merge already-timed events (``Span`` rows, perf_counter ns) into the active session.
+
+        Returns how many were added (0 when no session is active).
+        """
+        buf = self._events
+        if buf is None:
+            return 0
+        n = 0
+        for ev in events:
+            span = ev if isinstance(ev, Span) else Span(*ev)
+            tid = span.tid
+            if tid is None:
+                tid = _thread_id()
+                if tid not in self._threads:
+                    self._note_thread(tid)
+            buf.append(("X", span.name, span.cat, span.start_ns, span.end_ns, span.request_id, span.args, tid))
+            self._tick()
+            n += 1
+        return n
+
+    def spans(self, name: str | None = None, match: Mapping[str, Any] | None = None) -> list[Event]:
+        """Complete events of the active session named ``name`` whose args contain ``match``."""
+        buf = self._events
+        if buf is None:
+            return []
+        out = []
+        for ev in list(buf):
+            if ev[0] != "X" or (name is not None and ev[1] != name):
+                continue
+            if match:
+                args = ev[6] or {}
+                if any(args.get(k) != v for k, v in match.items()):
+                    continue
+            out.append(ev)
+        return out
+
+    def merge_backend_events(
+        self,
+        backend_events: Any,
+        *,
+        format: str = "onnxruntime",
+        parent: str = "backend_execute",
+        match: Mapping[str, Any] | None = None,
+        time_base_unix_ns: int | None = None,
+        backend: str | None = None,
+    ) -> int:
+        """Merge a runtime's own per-operator profile as child spans of the ``parent`` spans.
+
+        ``backend_events``: onnxruntime's profile (the JSON list, or a path to the file it wrote).
+        ``match`` picks the parent spans by their args (e.g. ``{"instance": 1}``).
+        ``time_base_unix_ns`` is the wall-clock time of the profile's ``ts == 0``
+        (``InferenceSession.get_profiling_start_time_ns()``); without it, runs are paired with
+        parent spans in order, newest last. Returns the number of events added.
+        """
+        from edgecore.profiling import merge
+
+        session = self._session
+        if session is None:
+            return 0
+        if format != "onnxruntime":
+            raise ValueError(f"unknown backend profile format {format!r}; known: ['onnxruntime']")
+        if isinstance(backend_events, (str, os.PathLike)):
+            backend_events = merge.load_ort_profile(backend_events)
+        windows = [
+            merge.Window(start_ns=ev[3], end_ns=ev[4], tid=ev[7], request_id=ev[5], args=ev[6])
+            for ev in self.spans(parent, match)
+        ]
+        offset = None
+        if time_base_unix_ns is not None:
+            # perf_counter_ns = unix_ns - (session unix start - session perf start)
+            offset = time_base_unix_ns - (session.start_unix_ns - session.start_ns)
+        spans = merge.ort_runs_to_spans(
+            merge.split_ort_runs(backend_events), windows, perf_offset_ns=offset, backend=backend
+        )
+        return self.add_events(spans)
+
+    def add_flush_hook(self, hook: Callable[[Profiler], None]) -> None:
+        """Call ``hook(profiler)`` at every ``stop_global_session``, before the session closes."""
+        with self._lock:
+            self._flush_hooks.append(hook)
+
+    def remove_flush_hook(self, hook: Callable[[Profiler], None]) -> None:
+        with self._lock:
+            try:
+                self._flush_hooks.remove(hook)
+            except ValueError:
+                pass
+
+
+def _check_capacity(capacity: int) -> int:
+    if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
+        raise ValueError(f"profiler capacity must be a positive int (events), got {capacity!r}")
+    return capacity
+
+
+def get_profiler() -> Profiler:
+    """The process-wide :class:`Profiler`."""
+    return Profiler.get_instance()
+
+
+def profile_function(name: str | None = None) -> Callable[[F], F]:
+    """Decorator recording each call into the process-wide profiler's active session."""
+
+    def decorate(fn: F) -> F:
+        return get_profiler().profiled(name)(fn)
+
+    return decorate
