@@ -18,6 +18,7 @@ __all__ = [
     "OptimizationError",
     "PluginError",
     "EngineClosedError",
+    "ConfigurationError",
 ]
 
 
@@ -68,3 +69,7 @@ class PluginError(EdgecoreError):
 
 class EngineClosedError(EdgecoreError):
     """The engine was closed; it accepts no more requests."""
+
+
+class ConfigurationError(EdgecoreError, ValueError):
+    """An option is unknown or out of range for the backend or component it was given to."""

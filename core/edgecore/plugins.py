@@ -35,6 +35,7 @@ GROUP = hookspecs.PROJECT
 #: Core's own plugins: registered through the same hooks as third parties.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "edgecore._default_plugin",
+    "edgecore.zoo.plugin",
 )
 
 T = TypeVar("T")

@@ -1,0 +1,106 @@
+"""Engine configuration, with the seed's names (``max_memory_usage``, ``enable_dynamic_batching``...)
+and Triton's scheduling vocabulary (``max_batch_size``, ``preferred_batch_sizes``,
+``max_queue_delay_us``, ``instances``).
+
+Derive variants with ``attrs.evolve(config, num_threads=1)``.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import attrs
+
+from edgecore.backend import GRAPH_OPTIMIZATION_LEVELS, CompileOptions
+
+__all__ = ["EngineConfig", "DEVICES"]
+
+DEVICES = ("auto", "cpu", "gpu", "npu")
+
+
+def _at_least(minimum: int):
+    def check(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+        if value < minimum:
+            raise ValueError(f"EngineConfig.{attribute.name} must be >= {minimum}, got {value}")
+
+    return check
+
+
+def _one_of(choices: tuple[str, ...]):
+    def check(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+        if value not in choices:
+            raise ValueError(f"EngineConfig.{attribute.name} must be one of {choices}, got {value!r}")
+
+    return check
+
+
+def _sizes(value: Any) -> tuple[int, ...]:
+    return tuple(sorted({int(v) for v in value}))
+
+
+@attrs.frozen(kw_only=True)
+class EngineConfig:
+    """How an :class:`~edgecore.Engine` loads, compiles and serves a model.
+
+    Backend: ``backend`` ("auto" = best available by priority and op coverage, or a registered name),
+    ``device`` (auto, cpu, gpu, npu), ``num_threads``/``inter_op_threads`` (0 = runtime default),
+    ``graph_optimization_level`` (the runtime's own optimizer), ``enable_hardware_acceleration``
+    (SIMD-specific layouts and kernels), ``precision`` (backend precision hint, e.g. "bf16"),
+    ``profile_ops`` (per-operator timings into the profiler), ``custom_options`` (backend-specific).
+
+    Memory: ``enable_memory_pool``, ``max_memory_usage`` (bytes, 0 = unlimited), ``pool_size``
+    (idle bytes kept for reuse, 0 = unlimited), ``memory_alignment``.
+
+    Scheduling (used by ``submit``/``run_async``, and by ``run`` when ``enable_dynamic_batching``):
+    ``max_batch_size``, ``preferred_batch_sizes``, ``max_queue_delay_us``, ``priority_levels``,
+    ``default_timeout_ms`` (0 = none), ``max_queue_size`` (0 = unbounded), ``instances``,
+    ``adaptive_batching``.
+    """
+
+    backend: str = "auto"
+    device: str = attrs.field(default="auto", validator=_one_of(DEVICES))
+    num_threads: int = attrs.field(default=0, validator=_at_least(0))
+    inter_op_threads: int = attrs.field(default=0, validator=_at_least(0))
+    graph_optimization_level: str = attrs.field(default="all", validator=_one_of(GRAPH_OPTIMIZATION_LEVELS))
+    enable_hardware_acceleration: bool = True
+    precision: str | None = None
+    profile_ops: bool = False
+    custom_options: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda v: MappingProxyType(dict(v or {})))
+
+    enable_memory_pool: bool = True
+    max_memory_usage: int = attrs.field(default=0, validator=_at_least(0))
+    pool_size: int = attrs.field(default=0, validator=_at_least(0))
+    memory_alignment: int = attrs.field(default=64, validator=_at_least(1))
+
+    enable_dynamic_batching: bool = False
+    max_batch_size: int = attrs.field(default=8, validator=_at_least(1))
+    preferred_batch_sizes: tuple[int, ...] = attrs.field(default=(), converter=_sizes)
+    max_queue_delay_us: int = attrs.field(default=500, validator=_at_least(0))
+    priority_levels: int = attrs.field(default=1, validator=_at_least(1))
+    default_timeout_ms: float = attrs.field(default=0.0, validator=_at_least(0))
+    max_queue_size: int = attrs.field(default=0, validator=_at_least(0))
+    instances: int = attrs.field(default=1, validator=_at_least(1))
+    adaptive_batching: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        too_big = [b for b in self.preferred_batch_sizes if b > self.max_batch_size or b < 1]
+        if too_big:
+            raise ValueError(
+                f"EngineConfig.preferred_batch_sizes {too_big} must lie in 1..max_batch_size={self.max_batch_size}"
+            )
+
+    def compile_options(self, **overrides: Any) -> CompileOptions:
+        """The :class:`CompileOptions` this config asks of a backend."""
+        values = dict(
+            device=self.device,
+            num_threads=self.num_threads,
+            inter_op_threads=self.inter_op_threads,
+            graph_optimization_level=self.graph_optimization_level,
+            enable_hardware_acceleration=self.enable_hardware_acceleration,
+            precision=self.precision,
+            profile_ops=self.profile_ops,
+            options=self.custom_options,
+        )
+        values.update(overrides)
+        return CompileOptions(**values)

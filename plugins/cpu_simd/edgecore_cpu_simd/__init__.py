@@ -1,0 +1,5 @@
+"""edgecore backend on ONNX Runtime's CPU execution provider."""
+
+from edgecore_cpu_simd.backend import CpuSimdBackend, OrtCompiledModel
+
+__all__ = ["CpuSimdBackend", "OrtCompiledModel"]

@@ -1,0 +1,255 @@
+"""The ``cpu_simd`` backend: ONNX Runtime's CPU execution provider.
+
+Outputs are written straight into buffers from the engine's memory pool through IOBinding: after the
+first request of a given input shape (which ORT allocates, and which tells us the output shapes),
+every request binds pool buffers, so steady-state inference allocates no fresh output memory. The
+arrays handed back are the caller's; their blocks return to the pool when the caller drops them.
+
+Concurrency: one ``InferenceSession`` serves every thread (ORT's ``run`` is thread-safe); each thread
+keeps its own IOBinding (bindings are not), created on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgecore.backend import Availability, Backend, CompiledModel, CompileOptions, DeviceInfo, op_name
+from edgecore.errors import ConfigurationError, InvalidInputError, ModelLoadError
+from edgecore.graph import Graph
+from edgecore_cpu_simd.cpuinfo import cpu_description, logical_cores
+
+logger = logging.getLogger(__name__)
+
+_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+#: custom_options keys this backend understands, beside ORT session config keys ("session.*" ...).
+_OPTIONS = {
+    "allow_spinning": "session.intra_op.allow_spinning",
+    "execution_mode": None,
+    "enable_cpu_mem_arena": None,
+    "enable_mem_pattern": None,
+    "log_severity_level": None,
+    "optimized_model_filepath": None,
+}
+_CONFIG_PREFIXES = ("session.", "mlas.", "optimization.", "kernel.")
+_SHAPE_CACHE = 64  # distinct input-shape signatures whose output shapes are remembered
+
+
+@functools.cache
+def _ort():
+    import onnxruntime
+
+    return onnxruntime
+
+
+@functools.cache
+def _cpu_kernels() -> frozenset[tuple[str, str]]:
+    from onnxruntime.capi import _pybind_state as C
+
+    return frozenset(
+        (d.domain or "", d.op_name) for d in C.get_all_opkernel_def() if d.provider == "CPUExecutionProvider"
+    )
+
+
+def _onnx_function_op(domain: str, op_type: str, opset: int) -> bool:
+    """Ops that ONNX defines as functions run wherever their expansion runs."""
+    import onnx.defs
+
+    try:
+        schema = onnx.defs.get_schema(op_type, opset, domain)
+    except onnx.defs.SchemaError:
+        return False
+    return schema.has_function or schema.has_context_dependent_function
+
+
+class CpuSimdBackend(Backend):
+    """ONNX Runtime on the CPU, with MLAS kernels for the SIMD extensions this CPU has."""
+
+    name = "cpu_simd"
+
+    def availability(self) -> Availability:
+        try:
+            ort = _ort()
+        except ImportError as exc:
+            return Availability(ok=False, reason=f"onnxruntime is not installed ({exc}); pip install onnxruntime")
+        if "CPUExecutionProvider" not in ort.get_available_providers():
+            return Availability(ok=False, reason=f"onnxruntime {ort.__version__} has no CPUExecutionProvider")
+        return Availability(ok=True)
+
+    def devices(self) -> list[DeviceInfo]:
+        model, features = cpu_description()
+        properties: dict[str, Any] = {"simd": list(features), "logical_cores": logical_cores()}
+        try:
+            properties["onnxruntime"] = _ort().__version__
+        except ImportError:
+            pass
+        return [DeviceInfo(name="cpu", kind="cpu", description=model, properties=properties)]
+
+    def supported_ops(self, graph: Graph) -> list[str]:
+        kernels = _cpu_kernels()
+        local = {(f.domain, f.name) for f in graph.model.functions.values()}
+        opset = graph.opset
+        missing = {
+            op_name(domain, op)
+            for domain, op in graph.op_types()
+            if (domain, op) not in kernels
+            and (domain, op) not in local
+            and not (domain in ("", "ai.onnx") and _onnx_function_op("", op, opset))
+        }
+        return sorted(missing)
+
+    def session_options(self, options: CompileOptions) -> Any:
+        """ORT SessionOptions for ``options`` (public so that baselines use the very same settings)."""
+        ort = _ort()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = options.num_threads
+        so.inter_op_num_threads = options.inter_op_threads
+        level = options.graph_optimization_level
+        if not options.enable_hardware_acceleration and level == "all":
+            level = "extended"  # "all" adds the NCHWc layouts that target AVX2/AVX-512 blocks
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
+        so.execution_mode = (
+            ort.ExecutionMode.ORT_PARALLEL if options.inter_op_threads > 1 else ort.ExecutionMode.ORT_SEQUENTIAL
+        )
+        if options.enable_hardware_acceleration:
+            so.add_session_config_entry("session.set_denormal_as_zero", "1")
+        so.log_severity_level = 3
+        for key, value in options.options.items():
+            self._apply_option(so, key, value)
+        if options.profile_ops:
+            so.enable_profiling = True
+        return so
+
+    def _apply_option(self, so: Any, key: str, value: Any) -> None:
+        ort = _ort()
+        if key in _OPTIONS and _OPTIONS[key]:
+            so.add_session_config_entry(_OPTIONS[key], str(int(value)) if isinstance(value, bool) else str(value))
+        elif key == "execution_mode":
+            modes = {"sequential": ort.ExecutionMode.ORT_SEQUENTIAL, "parallel": ort.ExecutionMode.ORT_PARALLEL}
+            if value not in modes:
+                raise ConfigurationError(f"cpu_simd option execution_mode must be one of {sorted(modes)}, got {value!r}")
+            so.execution_mode = modes[value]
+        elif key in _OPTIONS:
+            setattr(so, key, value)
+        elif key.startswith(_CONFIG_PREFIXES):
+            so.add_session_config_entry(key, str(value))
+        else:
+            raise ConfigurationError(
+                f"cpu_simd does not know option {key!r}; known: {sorted(_OPTIONS)} or any ONNX Runtime "
+                f"session config key starting with {_CONFIG_PREFIXES}"
+            )
+
+    def compile(self, graph: Graph, options: CompileOptions) -> OrtCompiledModel:
+        if options.device not in ("auto", "cpu"):
+            raise ConfigurationError(f"cpu_simd runs on the CPU only, not on device {options.device!r}")
+        ort = _ort()
+        so = self.session_options(options)
+        try:
+            session = ort.InferenceSession(graph.to_bytes(), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelLoadError(f"onnxruntime could not compile {graph.name}: {exc}") from exc
+        return OrtCompiledModel(session, graph, options)
+
+
+class OrtCompiledModel(CompiledModel):
+    """An ONNX Runtime session plus per-thread IOBindings into pooled output buffers."""
+
+    backend = "cpu_simd"
+
+    def __init__(self, session: Any, graph: Graph, options: CompileOptions) -> None:
+        from onnxruntime.capi import _pybind_state as C
+
+        self.session = session
+        self.inputs = graph.inputs
+        self.outputs = graph.outputs
+        self._sess = session._sess
+        self._pool = options.memory_pool
+        self._cpu = C.OrtDevice(C.OrtDevice.cpu(), C.OrtDevice.default_memory(), 0)
+        self._binding_type = C.SessionIOBinding
+        self._out_names = tuple(spec.name for spec in self.outputs)
+        self._out_dtypes = tuple(spec.dtype.numpy for spec in self.outputs)
+        self._out_shapes: dict[tuple, tuple[tuple[int, ...], ...]] = {}
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._weights_bytes = sum(
+            v.const_value.nbytes for v in graph.model.graph.initializers.values() if v.const_value is not None
+        )
+
+    def _new_binding(self) -> Any:
+        binding = self._local.binding = self._binding_type(self._sess)
+        return binding
+
+    def run(self, feeds: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        binding = getattr(self._local, "binding", None) or self._new_binding()
+        bind = binding.bind_input
+        for name, array in feeds.items():
+            bind(name, array if array.flags.c_contiguous else np.ascontiguousarray(array))
+        if out is not None:
+            return self._run_into(binding, out)
+        key = tuple([array.shape for array in feeds.values()])
+        shapes = self._out_shapes.get(key)
+        if shapes is None or self._pool is None:
+            return self._run_allocating(binding, key)
+        acquire, bind, cpu = self._pool.acquire_with_address, binding.bind_output, self._cpu
+        result = {}
+        for name, dtype, shape in zip(self._out_names, self._out_dtypes, shapes):
+            result[name], address = acquire(shape, dtype)
+            bind(name, cpu, dtype, shape, address)
+        self._sess.run_with_iobinding(binding, None)
+        return result
+
+    def _run_allocating(self, binding: Any, key: tuple) -> dict[str, np.ndarray]:
+        """First request of a shape: ORT allocates the outputs and tells us their shapes."""
+        for name in self._out_names:
+            binding.bind_output(name, self._cpu)
+        self._sess.run_with_iobinding(binding, None)
+        arrays = binding.copy_outputs_to_cpu()
+        binding.clear_binding_outputs()
+        with self._lock:
+            if len(self._out_shapes) >= _SHAPE_CACHE:
+                self._out_shapes.pop(next(iter(self._out_shapes)))
+            self._out_shapes[key] = tuple(a.shape for a in arrays)
+        return dict(zip(self._out_names, arrays))
+
+    def _run_into(self, binding: Any, out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        unknown = set(out) - set(self._out_names)
+        if unknown:
+            raise InvalidInputError(f"out names {sorted(unknown)} are not outputs; outputs: {list(self._out_names)}")
+        for name, dtype in zip(self._out_names, self._out_dtypes):
+            buffer = out.get(name)
+            if buffer is None:
+                binding.bind_output(name, self._cpu)
+                continue
+            if buffer.dtype != dtype or not buffer.flags.c_contiguous or not buffer.flags.writeable:
+                raise InvalidInputError(
+                    f"out buffer {name!r} must be a writeable C-contiguous {dtype} array, got "
+                    f"{buffer.dtype} (contiguous={buffer.flags.c_contiguous}, writeable={buffer.flags.writeable})"
+                )
+            binding.bind_output(name, self._cpu, dtype, buffer.shape, buffer.ctypes.data)
+        try:
+            self._sess.run_with_iobinding(binding, None)
+        except Exception as exc:
+            raise InvalidInputError(f"outputs do not fit the given out buffers: {exc}") from exc
+        missing = [n for n in self._out_names if n not in out]
+        result = dict(out)
+        if missing:
+            fresh = binding.copy_outputs_to_cpu()
+            result.update({n: fresh[self._out_names.index(n)] for n in missing})
+        binding.clear_binding_outputs()
+        return {name: result[name] for name in self._out_names}
+
+    def end_profiling(self) -> str | None:
+        """Stop ORT's profiler (``profile_ops``) and return its trace file path."""
+        with self._lock:
+            return self.session.end_profiling() if self.session.get_session_options().enable_profiling else None
+
+    def memory_bytes(self) -> int:
+        return self._weights_bytes
+
+    def close(self) -> None:
+        self._local = threading.local()
