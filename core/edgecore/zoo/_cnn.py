@@ -50,15 +50,18 @@ EFFICIENTNET_B0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (6, 3, 1, 192, 320, 1),
 )
 
-#: Probe batch (random images through which batch-norm statistics are measured) and its largest side.
-PROBE_BATCH = 2
-PROBE_MAX_SIZE = 224
+#: The probe (random images through which batch-norm statistics are measured) holds about this many
+#: pixels, in at most PROBE_MAX_BATCH images: small images need more of them, or the last stages'
+#: statistics would rest on a handful of values.
+PROBE_PIXELS = 2 * 224 * 224
+PROBE_MAX_BATCH = 64
 
 
 def _start(seed: int, image_size: int) -> tuple[GraphBuilder, Value]:
     b = GraphBuilder(seed=seed)
-    side = min(image_size, PROBE_MAX_SIZE)
-    probe = np.random.default_rng([seed, 1]).standard_normal((PROBE_BATCH, 3, side, side), dtype=np.float32)
+    batch = min(PROBE_MAX_BATCH, max(2, math.ceil(PROBE_PIXELS / image_size**2)))
+    shape = (batch, 3, image_size, image_size)
+    probe = np.random.default_rng([seed, 1]).standard_normal(shape, dtype=np.float32)
     x = b.add_input("input", TensorProto.FLOAT, ["batch", 3, image_size, image_size], probe)
     return b, x
 
