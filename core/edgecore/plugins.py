@@ -60,6 +60,7 @@ class PluginManager(pluggy.PluginManager):
         self._lock = threading.Lock()
         self._cache: dict[str, dict[str, Any]] = {}
         self._sources: dict[tuple[str, str], str] = {}
+        self._distributions: dict[str, str | None] = {}
 
     # -- loading -----------------------------------------------------------------------------------
 
@@ -71,6 +72,7 @@ class PluginManager(pluggy.PluginManager):
             try:
                 module = ep.load()
                 self.register(module, name=ep.name)
+                self._distributions[ep.name] = dist
             except Exception as exc:  # a broken plugin must not break edgecore
                 if strict:
                     raise PluginError(f"plugin {ep.name!r} ({dist}) failed to load: {exc!r}") from exc
@@ -90,11 +92,7 @@ class PluginManager(pluggy.PluginManager):
 
     def distribution_of(self, plugin_name: str) -> str | None:
         """The distribution that installed plugin ``plugin_name`` (None for built-ins)."""
-        plugin = self.get_plugin(plugin_name)
-        for p, dist in self.list_plugin_distinfo():
-            if p is plugin:
-                return dist.project_name
-        return None
+        return self._distributions.get(plugin_name)
 
     # -- registries --------------------------------------------------------------------------------
 
