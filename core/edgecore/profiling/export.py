@@ -7,8 +7,7 @@ The file is the "JSON Object Format" of the Trace Event Format::
 * ``ph: "X"`` complete events with ``ts``/``dur`` in microseconds (floats, ns resolution) from the
   session start; ``ph: "i"`` instants (``"s": "t"``, thread scope); ``ph: "C"`` counter samples of
   registered event sources; ``ph: "M"`` metadata naming the process and each thread.
-* ``pid`` is the recording process, ``tid`` the OS thread id (``threading.get_native_id()``); the
-  profiler records cheap ``threading.get_ident()`` values and maps them here.
+* ``pid`` is the recording process, ``tid`` the OS thread id (``threading.get_native_id()``).
 * ``args`` carries ``request_id`` and whatever the recorder attached (batch_id, batch_size, backend...).
 * ``otherData`` carries the session metadata, including how many events the ring buffer dropped.
 
@@ -79,16 +78,16 @@ def session_to_chrome_trace(session: SessionData) -> dict[str, Any]:
         if ev[3] < t0:
             t0 = ev[3]
     cats: dict[str, str] = {}
-    tid_map: dict[int, int] = {ident: native for ident, (native, _) in session.threads.items()}
-    names: dict[int, str] = {native: name for native, name in session.threads.values()}
+    tid_map: dict[Any, int] = {}
+    names = session.threads
     synthetic = iter(range(1 << 30, 1 << 31))
 
     def os_tid(tid: Any) -> int:
         out = tid_map.get(tid)
         if out is None:
             if isinstance(tid, int) and 0 <= tid < (1 << 30):
-                out = tid  # already an OS thread id (runtimes report those) or a track number
-            else:  # an ident of a thread that never recorded itself: a track of its own
+                out = tid  # an OS thread id (Linux caps them at 2**22) or a track number
+            else:  # e.g. a threading.get_ident() value: a track of its own
                 out = next(synthetic)
             tid_map[tid] = out
         return out

@@ -67,7 +67,18 @@ STAGES: Mapping[str, str] = {
 }
 
 _now = time.perf_counter_ns
-_thread_id = threading.get_ident  # pthread_self(): no system call, unlike get_native_id()
+# The OS thread id of the calling thread, cached per thread: get_native_id() is a system call, and
+# get_ident() values are reused by new threads once old ones end (one thread's name would stick).
+_tls = threading.local()
+#: OS thread id -> thread name, for every thread that recorded (module-wide, shared by profilers).
+_THREAD_NAMES: dict[int, str] = {}
+
+
+def _register_thread() -> int:
+    tid = _tls.tid = threading.get_native_id()
+    _THREAD_NAMES[tid] = threading.current_thread().name
+    return tid
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -79,9 +90,8 @@ class Span(NamedTuple):
     """An event to merge into the active session (``Profiler.add_events``).
 
     A NamedTuple rather than an attrs record: merged backend traces hold thousands of these and they
-    are stored as plain tuples. Times are ``time.perf_counter_ns()`` nanoseconds; ``tid`` is a
-    ``threading.get_ident()`` value, an OS thread id (``threading.get_native_id()``, as runtimes
-    report them) or a small int naming a track; the export writes OS thread ids.
+    are stored as plain tuples. Times are ``time.perf_counter_ns()`` nanoseconds; ``tid`` is an OS
+    thread id (``threading.get_native_id()``, as runtimes report them) or a small int naming a track.
     """
 
     name: str
@@ -120,8 +130,8 @@ class SessionData:
     end_ns: int
     start_unix_ns: int
     pid: int
-    #: ``threading.get_ident()`` -> (OS thread id, thread name) of the threads that recorded.
-    threads: Mapping[int, tuple[int, str]] = attrs.field(converter=dict, factory=dict)
+    #: OS thread id -> thread name.
+    threads: Mapping[int, str] = attrs.field(converter=dict, factory=dict)
     sources: tuple[EventSource, ...] = ()
     active: bool = False
 
@@ -196,7 +206,6 @@ class Profiler:
         self._session: _Session | None = None
         self._events: collections.deque | None = None  # the active session's buffer, or None
         self._tick: Callable[[], int] | None = None  # the active session's counter.__next__
-        self._threads: dict[int, tuple[int, str]] = {}  # get_ident() -> (native id, name)
         self._sessions: dict[str, SessionData] = {}
         self._sources: dict[str, EventSource] = {}
         self._flush_hooks: list[Callable[[Profiler], None]] = []
@@ -235,7 +244,6 @@ class Profiler:
                     f"cannot start session {name!r}: session {self._session.name!r} is active; stop it first"
                 )
             session = _Session(name, self._capacity)
-            self._threads = {}  # idents of dead threads get reused: let each thread register anew
             self._session = session
             self._tick = session.counter.__next__
             self._events = session.events
@@ -303,10 +311,8 @@ class Profiler:
     def _snapshot(self, session: _Session, *, active: bool) -> SessionData:
         events = tuple(session.events)
         recorded = session.appended()
-        threads = dict(self._threads)
-        for t in threading.enumerate():
-            if t.ident is not None and t.native_id is not None:
-                threads.setdefault(t.ident, (t.native_id, t.name))
+        threads = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+        threads.update(_THREAD_NAMES)
         return SessionData(
             name=session.name,
             events=events,
@@ -334,20 +340,21 @@ class Profiler:
         args: Mapping[str, Any] | None = None,
         tid: int | None = None,
     ) -> None:
-        """Append a complete event (``time.perf_counter_ns()`` start and end); no-op when inactive."""
+        """Append a complete event (``time.perf_counter_ns()`` start and end); no-op when inactive.
+
+        ``tid`` defaults to the calling thread's OS id; pass ``threading.get_native_id()`` of another
+        thread (or a small int naming a track) to put the event on that thread's track.
+        """
         events = self._events
         if events is None:
             return
         if tid is None:
-            tid = _thread_id()
-            if tid not in self._threads:
-                self._note_thread(tid)
+            try:
+                tid = _tls.tid
+            except AttributeError:
+                tid = _register_thread()
         events.append(("X", name, None, start_ns, end_ns, request_id, args, tid))
         self._tick()
-
-    def _note_thread(self, tid: int) -> None:
-        # Called once per thread, on that thread: remember its OS id and name for the export.
-        self._threads[tid] = (threading.get_native_id(), threading.current_thread().name)
 
     # --- convenience forms (seed API) --------------------------------------------------------
 
@@ -357,9 +364,10 @@ class Profiler:
         if events is None:
             return
         now = _now()
-        tid = _thread_id()
-        if tid not in self._threads:
-            self._note_thread(tid)
+        try:
+            tid = _tls.tid
+        except AttributeError:
+            tid = _register_thread()
         if name in self._sources and isinstance(value, (int, float)) and not isinstance(value, bool):
             events.append(("C", name, "custom", now, now, request_id, {name: value}, tid))
         else:
@@ -425,9 +433,7 @@ class Profiler:
             span = ev if isinstance(ev, Span) else Span(*ev)
             tid = span.tid
             if tid is None:
-                tid = _thread_id()
-                if tid not in self._threads:
-                    self._note_thread(tid)
+                tid = getattr(_tls, "tid", None) or _register_thread()
             buf.append(("X", span.name, span.cat, span.start_ns, span.end_ns, span.request_id, span.args, tid))
             self._tick()
             n += 1

@@ -349,7 +349,7 @@ def summarize(
 
 def summary_to_dict(summary: TraceSummary) -> dict[str, Any]:
     """JSON-ready form of a summary (``edgecore trace --json``)."""
-    return attrs.asdict(summary, recurse=True, retain_collection_types=False)
+    return attrs.asdict(summary, recurse=True)
 
 
 # --- rendering -------------------------------------------------------------------------------

@@ -1,0 +1,283 @@
+"""The profiler: sessions, the ring buffer and its drop count, threads, export, backend merging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+import pytest
+
+from edgecore.profiling import Profiler, ProfilerSessionError, Span, Window, layout_sequential
+from edgecore.profiling.export import load_schema, session_to_chrome_trace
+
+jsonschema = pytest.importorskip("jsonschema")
+
+
+def validate(trace: dict) -> None:
+    schema = load_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(trace)
+
+
+def timed_events(trace: dict) -> list[dict]:
+    return [e for e in trace["traceEvents"] if e["ph"] != "M"]
+
+
+def test_session_lifecycle_and_errors():
+    p = Profiler()
+    assert not p.active
+    with pytest.raises(ProfilerSessionError):
+        p.stop_global_session()
+    p.start_global_session("s1")
+    assert p.active
+    with pytest.raises(ProfilerSessionError, match="s1"):
+        p.start_global_session("s2")
+    data = p.stop_global_session()
+    assert not p.active and data.name == "s1" and data.events == () and data.dropped == 0
+    assert p.session_names() == ["s1"]
+    with pytest.raises(ProfilerSessionError, match="nope"):
+        p.session("nope")
+    p.discard_session("s1")
+    assert p.session_names() == []
+
+
+def test_get_instance_is_a_singleton():
+    assert Profiler.get_instance() is Profiler.get_instance()
+
+
+def test_nothing_is_recorded_without_a_session():
+    p = Profiler()
+    p.record("backend_execute", 0, 10)
+    p.mark_event(1, "x", 3)
+    scope = p.scoped_event(1, "x")
+    assert scope is p.scoped_event(2, "y")  # one shared no-op object: nothing allocated per call
+    with scope:
+        pass
+    assert p.add_events([Span("op", 0, 1)]) == 0
+
+    @p.profiled("f")
+    def f(x):
+        return x + 1
+
+    assert f(1) == 2
+    p.start_global_session("s")
+    assert p.stop_global_session().events == ()
+
+
+def test_recorded_times_become_microseconds_from_session_start():
+    p = Profiler()
+    p.start_global_session("s")
+    t0 = p._session.start_ns
+    p.record("backend_execute", t0 + 1_000_000, t0 + 3_500_000, request_id=7,
+             args={"batch_id": 3, "batch_size": 2, "backend": "cpu"})
+    p.mark_event(7, "inference_start")
+    p.stop_global_session()
+    trace = session_to_chrome_trace(p.session("s"))
+    validate(trace)
+    x = [e for e in timed_events(trace) if e["ph"] == "X"][0]
+    assert x["ts"] == 1000.0 and x["dur"] == 2500.0
+    assert x["args"] == {"batch_id": 3, "batch_size": 2, "backend": "cpu", "request_id": 7}
+    assert x["cat"] == "batch" and x["tid"] == threading.get_native_id()
+    instant = [e for e in timed_events(trace) if e["ph"] == "i"][0]
+    assert instant["s"] == "t" and instant["args"] == {"request_id": 7}
+    names = {e["args"]["name"] for e in trace["traceEvents"] if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert threading.current_thread().name in names
+    assert trace["displayTimeUnit"] == "ms"
+    assert trace["otherData"]["session"] == "s" and trace["otherData"]["dropped_events"] == 0
+
+
+def test_ring_buffer_keeps_newest_and_reports_drops(tmp_path, caplog):
+    p = Profiler()
+    p.initialize(capacity=10)
+    p.start_global_session("small")
+    for i in range(25):
+        p.record("inference_total", i, i + 1, request_id=i)
+    with caplog.at_level(logging.WARNING, logger="edgecore"):
+        data = p.stop_global_session()
+    assert (data.recorded, data.dropped, len(data.events)) == (25, 15, 10)
+    assert [ev[5] for ev in data.events] == list(range(15, 25))
+    assert "dropped 15 of 25" in caplog.text
+    path = p.export_session_as_json("small", tmp_path / "t.json")
+    trace = json.loads(path.read_text())
+    validate(trace)
+    assert trace["otherData"]["dropped_events"] == 15 and trace["otherData"]["recorded_events"] == 25
+    assert trace["otherData"]["capacity"] == 10
+
+
+def test_invalid_capacity():
+    with pytest.raises(ValueError, match="capacity"):
+        Profiler().initialize(capacity=0)
+
+
+def test_many_threads_lose_nothing_and_count_drops_exactly():
+    def hammer(p: Profiler, n: int) -> None:
+        for i in range(n):
+            p.record("backend_execute", i, i + 1)
+            p.mark_event(i, "m")
+            with p.scoped_event(i, "s"):
+                pass
+
+    for capacity, expect_dropped in ((1_000_000, 0), (1000, 4 * 3 * 2000 - 1000)):
+        p = Profiler(capacity=capacity)
+        p.start_global_session("t")
+        threads = [threading.Thread(target=hammer, args=(p, 2000), name=f"w{i}") for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        data = p.stop_global_session()
+        assert data.recorded == 4 * 3 * 2000
+        assert data.dropped == expect_dropped
+        if not expect_dropped:
+            trace = session_to_chrome_trace(data)
+            tids = {e["tid"] for e in timed_events(trace)}
+            assert len(tids) == 4
+            names = {e["args"]["name"] for e in trace["traceEvents"] if e.get("name") == "thread_name"}
+            assert names == {"w0", "w1", "w2", "w3"}
+
+
+def test_scoped_event_decorator_counter_and_errors():
+    p = Profiler()
+    source = p.register_event_source("custom_metric", unit="items")
+    assert p.register_event_source("custom_metric") is source
+
+    @p.profiled("work")
+    def work():
+        time.sleep(0.001)
+
+    p.start_global_session("s")
+    work()
+    with p.scoped_event(5, "model_execution", note="hi"):
+        pass
+    with pytest.raises(KeyError):
+        with p.scoped_event(6, "failing"):
+            raise KeyError("x")
+    p.mark_event(5, "custom_metric", 42)
+    p.mark_event(5, "plain", "text")
+    p.stop_global_session()
+    trace = session_to_chrome_trace(p.session("s"))
+    validate(trace)
+    by_name = {e["name"]: e for e in timed_events(trace)}
+    assert by_name["work"]["dur"] >= 1000 and by_name["work"]["cat"] == "user"
+    assert by_name["model_execution"]["args"] == {"note": "hi", "request_id": 5}
+    assert by_name["failing"]["args"]["error"] == "KeyError"
+    assert by_name["custom_metric"]["ph"] == "C" and by_name["custom_metric"]["args"] == {"custom_metric": 42}
+    assert by_name["plain"]["ph"] == "i" and by_name["plain"]["args"]["value"] == "text"
+    assert trace["otherData"]["event_sources"] == [{"name": "custom_metric", "unit": "items", "description": ""}]
+
+
+def test_snapshot_of_active_session_and_events_before_start():
+    p = Profiler()
+    p.start_global_session("live")
+    t0 = p._session.start_ns
+    p.record("queue_wait", t0 - 2_000_000, t0 + 1_000_000)  # the request was queued before the session
+    snap = p.session("live")
+    assert snap.active and len(snap.events) == 1
+    trace = session_to_chrome_trace(snap)
+    validate(trace)
+    assert timed_events(trace)[0]["ts"] == 0.0 and timed_events(trace)[0]["dur"] == 3000.0
+    p.stop_global_session()
+
+
+def test_stage_categories():
+    p = Profiler()
+    p.start_global_session("s")
+    for name in ("model_load", "optimize/fuse_bn", "compile", "inference_total", "queue_wait", "batch_assemble",
+                 "backend_execute", "output_split", "mine"):
+        p.record(name, 0, 1)
+    p.stop_global_session()
+    cats = {e["name"]: e["cat"] for e in timed_events(session_to_chrome_trace(p.session("s")))}
+    assert cats == {"model_load": "model", "optimize/fuse_bn": "model", "compile": "model",
+                    "inference_total": "request", "queue_wait": "request", "batch_assemble": "batch",
+                    "backend_execute": "batch", "output_split": "batch", "mine": "user"}
+
+
+def test_layout_sequential_fits_inside_the_window():
+    w = Window(start_ns=1_000, end_ns=11_000, tid=9, request_id=1, args={"batch_id": 4, "other": 1})
+    spans = layout_sequential([("conv", "Convolution", 2.0), ("relu", "ReLU", 3.0)], w, backend="ov", runtime="openvino")
+    assert [(s.start_ns, s.end_ns) for s in spans] == [(1_000, 3_000), (3_000, 6_000)]
+    assert spans[0].args == {"batch_id": 4, "op_type": "Convolution", "runtime": "openvino", "backend": "ov"}
+    squeezed = layout_sequential([("a", "A", 8.0), ("b", "B", 12.0)], w)  # 20 µs into a 10 µs window
+    assert [(s.start_ns, s.end_ns) for s in squeezed] == [(1_000, 5_000), (5_000, 11_000)]
+
+
+# --- onnxruntime per-op merging --------------------------------------------------------------
+
+
+def tiny_model_bytes() -> bytes:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    nodes = [helper.make_node("Relu", ["x"], ["t"], name="relu0"), helper.make_node("Add", ["t", "t"], ["y"], name="add0")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    return model.SerializeToString()
+
+
+@pytest.fixture
+def ort_session(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    so = ort.SessionOptions()
+    so.enable_profiling = True
+    so.profile_file_prefix = str(tmp_path / "ort")
+    return ort.InferenceSession(tiny_model_bytes(), so, providers=["CPUExecutionProvider"])
+
+
+def run_profiled(p: Profiler, sess, n: int) -> None:
+    import numpy as np
+
+    feed = {"x": np.ones((1, 4), np.float32)}
+    for i in range(n):
+        start = time.perf_counter_ns()
+        sess.run(None, feed)
+        p.record("backend_execute", start, time.perf_counter_ns(), request_id=i,
+                 args={"batch_id": i, "batch_size": 1, "backend": "cpu_simd"})
+
+
+@pytest.mark.parametrize("with_time_base", [True, False])
+def test_ort_ops_become_children_of_backend_execute(ort_session, with_time_base):
+    p = Profiler()
+    sess = ort_session
+    base = sess.get_profiling_start_time_ns()
+    run_profiled(p, sess, 2)  # runs before the session: must not be merged
+    p.start_global_session("ops")
+    run_profiled(p, sess, 3)
+
+    def flush(prof: Profiler) -> None:
+        prof.merge_backend_events(sess.end_profiling(), time_base_unix_ns=base if with_time_base else None,
+                                  backend="cpu_simd")
+
+    p.add_flush_hook(flush)
+    data = p.stop_global_session()
+    p.remove_flush_hook(flush)
+    trace = session_to_chrome_trace(data)
+    validate(trace)
+    events = timed_events(trace)
+    parents = [e for e in events if e["name"] == "backend_execute"]
+    runs = [e for e in events if e["name"] == "model_run"]
+    ops = [e for e in events if e["cat"] == "op"]
+    assert len(parents) == 3 and len(runs) == 3 and len(ops) == 6
+    assert sorted({o["args"]["op_type"] for o in ops}) == ["Add", "Relu"]
+    for child in runs + ops:
+        parent = next(q for q in parents if q["args"]["batch_id"] == child["args"]["batch_id"])
+        assert child["tid"] == parent["tid"] and child["args"]["request_id"] == parent["args"]["request_id"]
+        assert parent["ts"] <= child["ts"] and child["ts"] + child["dur"] <= parent["ts"] + parent["dur"] + 1e-3
+    for parent in parents:  # kernels in execution order, Relu before Add, inside each run
+        kids = sorted((o for o in ops if o["args"]["batch_id"] == parent["args"]["batch_id"]), key=lambda e: e["ts"])
+        assert [k["args"]["op_type"] for k in kids] == ["Relu", "Add"]
+
+
+def test_merge_filters_parents_by_args(ort_session):
+    p = Profiler()
+    p.start_global_session("m")
+    run_profiled(p, ort_session, 2)
+    p.record("backend_execute", 0, 10, args={"backend": "other"})
+    n = p.merge_backend_events(ort_session.end_profiling(), match={"backend": "cpu_simd"},
+                               time_base_unix_ns=ort_session.get_profiling_start_time_ns())
+    assert n == 2 * 3  # model_run + 2 kernels per run
+    assert p.merge_backend_events([], format="onnxruntime") == 0
+    with pytest.raises(ValueError, match="format"):
+        p.merge_backend_events([], format="tensorrt")
+    p.stop_global_session()
