@@ -276,8 +276,8 @@ def _conv_probe(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int,
     wo = (wd + 2 * pad - k) // stride + 1
     if groups == 1:
         if k == 1:
-            cols = xp[:, :, ::stride, ::stride][:, :, :ho, :wo]
-            out = np.einsum("nchw,oc->nohw", cols, w[:, :, 0, 0], optimize=True)
+            cols = np.ascontiguousarray(xp[:, :, ::stride, ::stride][:, :, :ho, :wo]).reshape(n, c, ho * wo)
+            out = np.matmul(w[:, :, 0, 0], cols).reshape(n, o, ho, wo)
         else:
             win = sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::stride, ::stride][:, :, :ho, :wo]
             cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * k * k)

@@ -54,7 +54,7 @@ EFFICIENTNET_B0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
 #: pixels, in at most PROBE_MAX_BATCH images: small images need more of them, or the last stages'
 #: statistics would rest on a handful of values.
 PROBE_PIXELS = 2 * 224 * 224
-PROBE_MAX_BATCH = 64
+PROBE_MAX_BATCH = 32
 
 
 def _start(seed: int, image_size: int) -> tuple[GraphBuilder, Value]:
