@@ -186,9 +186,12 @@ class OrtCompiledModel(CompiledModel):
 
     def run(self, feeds: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         binding = getattr(self._local, "binding", None) or self._new_binding()
-        bind = binding.bind_input
+        bind, copies = binding.bind_input, []  # the binding keeps raw pointers: copies must outlive the run
         for name, array in feeds.items():
-            bind(name, array if array.flags.c_contiguous else np.ascontiguousarray(array))
+            if not array.flags.c_contiguous:
+                array = np.ascontiguousarray(array)
+                copies.append(array)
+            bind(name, array)
         if out is not None:
             return self._run_into(binding, out)
         key = tuple([array.shape for array in feeds.values()])

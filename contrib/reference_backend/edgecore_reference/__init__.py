@@ -1,0 +1,1 @@
+"""edgecore backend on onnx.reference (exact, pure Python)."""

@@ -1,0 +1,1 @@
+raise ImportError("edgecore_broken needs libfrobnicate.so, which is not installed")
