@@ -8,7 +8,6 @@ same summary as JSON. Exit codes: 0 ok, 1 unreadable trace, 2 usage.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -52,6 +51,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgecore.cli._common import console, print_json
     from edgecore.profiling.viewer import load_trace, render_summary, summarize, summary_to_dict
 
     if args.start is not None and args.end is not None and args.end < args.start:
@@ -64,11 +64,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     summary = summarize(trace, stage=args.stage, start_ms=args.start, end_ms=args.end, top=args.top)
     if args.json:
-        sys.stdout.write(json.dumps({"file": args.file, **summary_to_dict(summary)}, indent=2) + "\n")
+        print_json({"file": args.file, **summary_to_dict(summary)})
         return 0
-    from rich.console import Console
-
-    Console(highlight=False).print(render_summary(summary, path=args.file))
+    console().print(render_summary(summary, path=args.file), highlight=False)
     return 0
 
 

@@ -173,10 +173,19 @@ class _Scope:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         end = _now()
+        profiler = self._profiler
+        events = profiler._events  # record(), inlined: this runs once per scope
+        if events is None:
+            return
         args = self._args
         if exc_type is not None:
             args = {**(args or {}), "error": exc_type.__name__}
-        self._profiler.record(self._name, self._start, end, request_id=self._request_id, args=args)
+        try:
+            tid = _tls.tid
+        except AttributeError:
+            tid = _register_thread()
+        events.append(("X", self._name, None, self._start, end, self._request_id, args, tid))
+        profiler._tick()
 
 
 class _NullScope:
@@ -267,7 +276,8 @@ class Profiler:
             session = self._session
             self.active = False
             self._events = None
-            self._tick = None
+            # self._tick stays: a call that read _events before this line still counts its append
+            # on the stopped session's counter (the next start replaces _tick before _events).
             self._session = None
             session.end_ns = _now()
             data = self._snapshot(session, active=False)
