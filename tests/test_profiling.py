@@ -281,3 +281,42 @@ def test_merge_filters_parents_by_args(ort_session):
     with pytest.raises(ValueError, match="format"):
         p.merge_backend_events([], format="tensorrt")
     p.stop_global_session()
+
+
+def synthetic_profile(run_starts_us, run_dur_us=100):
+    """An onnxruntime-shaped profile: each run has kernels a (10 µs at +20) and b (30 µs at +50)."""
+    events = [{"cat": "Session", "name": "session_initialization", "ph": "X", "ts": 0, "dur": 5, "pid": 1, "tid": 1}]
+    for t in run_starts_us:
+        events.append({"cat": "Session", "name": "model_run", "ph": "X", "ts": t, "dur": run_dur_us, "pid": 1, "tid": 1})
+        for name, op, off, dur in (("a", "Conv", 20, 10), ("b", "Relu", 50, 30)):
+            events.append({"cat": "Node", "name": f"{name}_fence_before", "ph": "X", "ts": t + off, "dur": 0,
+                           "pid": 1, "tid": 1, "args": {"op_name": op}})
+            events.append({"cat": "Node", "name": f"{name}_kernel_time", "ph": "X", "ts": t + off, "dur": dur,
+                           "pid": 1, "tid": 1, "args": {"op_name": op, "provider": "CPUExecutionProvider"}})
+    return events
+
+
+def test_merge_alignment_rules():
+    from edgecore.profiling import ort_runs_to_spans, split_ort_runs
+
+    runs = split_ort_runs(synthetic_profile([1000, 2000, 3000]))
+    assert [len(r.nodes) for r in runs] == [2, 2, 2]  # fences are not kernels
+    # parents (perf ns): 1_000_000 + [1.1 ms, 2.1 ms]; the profile's ts 0 is perf ns 1_000_000.
+    windows = [Window(1_000_000 + 1_000_000 + k * 1_000_000 - 50_000, 1_000_000 + 1_150_000 + k * 1_000_000, 7,
+                      request_id=k, args={"batch_id": k}) for k in range(2)]
+    exact = ort_runs_to_spans(runs, windows, perf_offset_ns=1_000_000)
+    got = [(s.name, s.start_ns, s.end_ns, s.request_id) for s in exact]
+    assert got == [("model_run", 2_000_000, 2_100_000, 0), ("a", 2_020_000, 2_030_000, 0), ("b", 2_050_000, 2_080_000, 0),
+                   ("model_run", 3_000_000, 3_100_000, 1), ("a", 3_020_000, 3_030_000, 1), ("b", 3_050_000, 3_080_000, 1)]
+    # run 1 (ts 1000) happened before every parent and is left out. A clock 80 µs off puts the runs
+    # 30 µs past their parents' ends: the offset is corrected by the median shift (-30 µs), uniformly.
+    skewed = ort_runs_to_spans(runs, windows, perf_offset_ns=1_000_000 + 80_000)
+    assert [(s.start_ns, s.end_ns) for s in skewed] == [(s.start_ns + 50_000, s.end_ns + 50_000) for s in exact]
+    # without a time base: newest runs with newest parents, each run ending with its parent.
+    ordered = ort_runs_to_spans(runs, windows, perf_offset_ns=None)
+    assert [(s.name, s.start_ns, s.end_ns) for s in ordered if s.name == "model_run"] == [
+        ("model_run", 2_050_000, 2_150_000), ("model_run", 3_050_000, 3_150_000)]
+    assert {s.args["op_type"] for s in ordered if s.cat == "op"} == {"Conv", "Relu"}
+    # a run longer than its parent is scaled into it.
+    tight = ort_runs_to_spans(runs[:1], [Window(0, 50_000, 1)])
+    assert [(s.start_ns, s.end_ns) for s in tight] == [(0, 50_000), (10_000, 15_000), (25_000, 40_000)]
