@@ -17,7 +17,7 @@ import pytest
 from onnx.reference import ReferenceEvaluator
 
 from edgecore import zoo
-from edgecore.errors import ModelLoadError, UnsupportedOperatorError
+from edgecore.errors import ModelLoadError
 from edgecore.specs import ModelSpec
 
 ort = pytest.importorskip("onnxruntime")
@@ -230,23 +230,7 @@ def test_small_model_agrees_with_onnx_reference(name):
         assert_close(actual[key], expected[key])
 
 
-#: Known gap, listed rather than skipped: cpu_simd's supported_ops() does not count ``Constant`` (which
-#: onnxruntime folds into initializers at load) as supported, so models with Constant nodes are refused.
-_CONSTANT_GAP = pytest.mark.xfail(
-    strict=True, raises=UnsupportedOperatorError, reason="cpu_simd.supported_ops() reports Constant as missing"
-)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param("mobilenet_v2_tiny", marks=_CONSTANT_GAP),
-        "resnet_tiny",
-        "efficientnet_tiny",
-        pytest.param("bert_tiny", marks=_CONSTANT_GAP),
-        "digits_cnn",
-    ],
-)
+@pytest.mark.parametrize("name", [*TINY, "digits_cnn"])
 def test_small_model_runs_through_engine(name):
     model = zoo.build(name)
     feeds = sample_feeds(model)

@@ -101,7 +101,9 @@ def build_bert(
     positions = b.op(
         "Range", [b.const(0, np.int64), seq_len.name, b.const(1, np.int64)], None, name="embeddings.position_ids"
     )
-    pos = b.op("Gather", [table("position_embeddings", max_positions), positions.name], None, name="embeddings.position")
+    pos = b.op(
+        "Gather", [table("position_embeddings", max_positions), positions.name], None, name="embeddings.position"
+    )
     types = b.op("Gather", [table("token_type_embeddings", type_vocab_size), token_type_ids.name], None,
                  name="embeddings.token_type")
     h = b.add(b.add(words, pos, name="embeddings.add_position"), types, name="embeddings.add_token_type")

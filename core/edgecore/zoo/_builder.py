@@ -124,7 +124,9 @@ class GraphBuilder:
         names = [v.name if isinstance(v, Value) else v for v in inputs]
         return Value(self.node(op, names, name=name, **attributes)[0], probe)
 
-    def add_input(self, name: str, elem_type: int, shape: Sequence[int | str], probe: np.ndarray | None = None) -> Value:
+    def add_input(
+        self, name: str, elem_type: int, shape: Sequence[int | str], probe: np.ndarray | None = None
+    ) -> Value:
         self.inputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
         self._names[name] = 1
         return Value(name, probe)
@@ -160,7 +162,15 @@ class GraphBuilder:
     # -- CNN layers ------------------------------------------------------------------------------------
 
     def conv(
-        self, x: Value, out_channels: int, kernel: int, *, stride: int = 1, groups: int = 1, bias: bool = False, name: str
+        self,
+        x: Value,
+        out_channels: int,
+        kernel: int,
+        *,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        name: str,
     ) -> Value:
         """Conv2d with 'same'-style padding ``(kernel - 1) // 2``.
 

@@ -203,7 +203,9 @@ def build_efficientnet(
             y = x
             if expanded != block_in:
                 y = _conv_bn_act(b, y, expanded, 1, act="silu", name=f"{name}.expand")
-            y = _conv_bn_act(b, y, expanded, kernel, stride=block_stride, groups=expanded, act="silu", name=f"{name}.dw")
+            y = _conv_bn_act(
+                b, y, expanded, kernel, stride=block_stride, groups=expanded, act="silu", name=f"{name}.dw"
+            )
             y = _squeeze_excitation(b, y, max(1, block_in // 4), name=f"{name}.se")
             residual = block_stride == 1 and block_in == cout
             y = _conv_bn_act(b, y, cout, 1, act=None, name=f"{name}.project", gamma_mean=0.5 if residual else 1.0)

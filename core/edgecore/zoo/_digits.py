@@ -7,6 +7,7 @@ passes a true top-1 accuracy to report, not only output agreement.
 
 from __future__ import annotations
 
+import io
 from importlib import resources
 
 import numpy as np
@@ -34,7 +35,5 @@ build_digits_cnn.cacheable = False  # type: ignore[attr-defined]
 
 def digits_test_split() -> tuple[np.ndarray, np.ndarray]:
     """The held-out split: images float32 ``[N, 1, 8, 8]`` scaled as in training, labels int64 ``[N]``."""
-    import io
-
     with np.load(io.BytesIO(_data(SPLIT_FILE))) as data:
         return data["images"].astype(np.float32, copy=False), data["labels"].astype(np.int64, copy=False)

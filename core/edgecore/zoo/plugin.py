@@ -59,7 +59,8 @@ def edgecore_models() -> list[ModelSpec]:
                 num_classes=10,
                 image_size=32,
             ),
-            description="MobileNetV2 builder at width 0.25, fewer blocks (tests); " + _IMAGE.format(size=32, classes=10),
+            description="MobileNetV2 builder at width 0.25, fewer blocks (tests); "
+            + _IMAGE.format(size=32, classes=10),
             parameters=13_882,
         ),
         ModelSpec(
@@ -73,8 +74,11 @@ def edgecore_models() -> list[ModelSpec]:
         ),
         ModelSpec(
             name="efficientnet_tiny",
-            builder=functools.partial(build_efficientnet, width_mult=0.25, depth_mult=0.25, num_classes=10, image_size=32),
-            description="EfficientNet-B0 builder at width 0.25, depth 0.25 (tests); " + _IMAGE.format(size=32, classes=10),
+            builder=functools.partial(
+                build_efficientnet, width_mult=0.25, depth_mult=0.25, num_classes=10, image_size=32
+            ),
+            description="EfficientNet-B0 builder at width 0.25, depth 0.25 (tests); "
+            + _IMAGE.format(size=32, classes=10),
             parameters=126_822,
         ),
         ModelSpec(
