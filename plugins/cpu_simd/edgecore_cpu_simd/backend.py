@@ -51,9 +51,8 @@ def _ort():
 def _cpu_kernels() -> frozenset[tuple[str, str]]:
     from onnxruntime.capi import _pybind_state as C
 
-    return frozenset(
-        (d.domain or "", d.op_name) for d in C.get_all_opkernel_def() if d.provider == "CPUExecutionProvider"
-    )
+    kernels = {(d.domain or "", d.op_name) for d in C.get_all_opkernel_def() if d.provider == "CPUExecutionProvider"}
+    return frozenset(kernels | {("", "Constant")})  # ORT turns Constant nodes into initializers at load
 
 
 def _onnx_function_op(domain: str, op_type: str, opset: int) -> bool:

@@ -23,3 +23,22 @@ def edgecore_backends():
             description="ONNX Runtime CPU execution provider (MLAS SIMD kernels)",
         )
     ]
+
+
+def _baseline(graph, options):
+    from edgecore_cpu_simd.baseline import onnxruntime_session
+
+    return onnxruntime_session(graph, options)
+
+
+@hookimpl
+def edgecore_benchmarks():
+    from edgecore.specs import ScenarioSpec
+
+    return [
+        ScenarioSpec(
+            name="baseline:cpu_simd",
+            runner=_baseline,
+            description="raw onnxruntime InferenceSession with the backend's SessionOptions",
+        )
+    ]
