@@ -78,6 +78,7 @@ def session_to_chrome_trace(session: SessionData) -> dict[str, Any]:
         if ev[3] < t0:
             t0 = ev[3]
     cats: dict[str, str] = {}
+    converted: dict[int, dict[str, Any]] = {}  # args are shared per batch: convert each once
     tid_map: dict[Any, int] = {}
     names = session.threads
     synthetic = iter(range(1 << 30, 1 << 31))
@@ -107,11 +108,17 @@ def session_to_chrome_trace(session: SessionData) -> dict[str, Any]:
             dur = event["dur"] = round(max(end - start, 0) / 1000.0, 3)
         elif ph == "i":
             event["s"] = "t"
-        out_args = _jsonable(dict(args)) if args else {}
+        if args:
+            key = id(args)  # the session holds every args object, so ids are stable here
+            out_args = converted.get(key)
+            if out_args is None:
+                out_args = converted[key] = _jsonable(args)
+        else:
+            out_args = None
         if request_id is not None and ph != "C":  # counter args are the plotted series
-            out_args["request_id"] = _jsonable(request_id)
+            out_args = {**out_args, "request_id": _jsonable(request_id)} if out_args else {"request_id": _jsonable(request_id)}
         if out_args:
-            event["args"] = out_args
+            event["args"] = out_args  # may be shared between events: it is only serialized
         tids.add(tid)
         body.append((ts, -dur, event))
     body.sort(key=lambda t: (t[0], t[1]))  # parents before their children at equal ts
@@ -154,8 +161,9 @@ def write_chrome_trace(session: SessionData | dict[str, Any], path: str | os.Pat
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    text = json.dumps(trace, separators=(",", ":"), allow_nan=False)  # one-shot: the C encoder
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(trace, f, separators=(",", ":"), allow_nan=False)
+        f.write(text)
     os.replace(tmp, path)
     return path
 
