@@ -46,7 +46,7 @@ def _safe(device: str, name: str) -> Any:
     except Exception:
         return None
     if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
+        return [v if isinstance(v, (int, float, bool)) else str(v) for v in value]
     return value if isinstance(value, (int, float, bool)) else str(value)
 
 
@@ -85,6 +85,8 @@ def kind_status(kind: str) -> Availability:
         _ov.core().get_property(head, "FULL_DEVICE_NAME")
     except Exception as exc:
         detail = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else repr(exc)
+        if "configuration key" in detail:  # the plugin loaded and simply has no device to describe
+            detail = ""
     if kind == "npu" and not glob.glob("/dev/accel/accel*"):
         why = "no NPU device node (/dev/accel/accel*): this machine has no Intel NPU or its kernel driver is missing"
     else:

@@ -138,8 +138,12 @@ def quantize_int8(
         else:
             items = list(validation_data if validation_data is not None else feeds)
 
+            runners: list[tuple[Any, Callable[..., list[np.ndarray]]]] = []  # NNCF validates item by item
+
             def nncf_validation(model: Any, data: Iterable[Any]) -> float:
-                return float(validation_fn(_openvino_runner(model), data))
+                if not runners or runners[-1][0] is not model:
+                    runners[:] = [(model, _openvino_runner(model))]
+                return float(validation_fn(runners[-1][1], data))
 
             quantized = nncf.quantize_with_accuracy_control(
                 proto, calibration, nncf.Dataset(items), nncf_validation, max_drop=max_drop, **kwargs
