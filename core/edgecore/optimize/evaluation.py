@@ -1,0 +1,289 @@
+"""Sample inputs, and running a graph on them: what every pass is checked on.
+
+:class:`SampleSet` holds the feeds passes are checked on (and int8 calibrates on): the caller's
+calibration data, or inputs generated from the model's input specs. :class:`Evaluator` runs a
+:class:`~edgecore.graph.Graph` on them through a backend (an :class:`~edgecore.Engine`), or through
+``onnx.reference`` when ``backend="reference"``, and returns one array per output with the samples
+along axis 0.
+
+Concurrency: an Evaluator belongs to the thread that optimizes; it compiles one engine at a time and
+closes it before returning.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+import attrs
+import numpy as np
+
+from edgecore.errors import OptimizationError
+from edgecore.graph import Graph
+from edgecore.tensor import TensorSpec
+
+if TYPE_CHECKING:
+    from edgecore.config import EngineConfig
+    from edgecore.optimize.config import CalibrationData, OptimizationConfig
+    from edgecore.plugins import PluginManager
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SampleSet", "Evaluator", "REFERENCE"]
+
+#: Backend name that makes the Evaluator run ``onnx.reference`` instead of a backend plugin.
+REFERENCE = "reference"
+
+#: Samples run together in one call when the batch dimension is symbolic.
+EVAL_BATCH = 16
+
+
+def _batch_symbolic(spec: TensorSpec) -> bool:
+    return bool(spec.shape) and not isinstance(spec.shape[0], int)
+
+
+@attrs.frozen(kw_only=True)
+class SampleSet:
+    """Feeds to check passes on: each a complete request; ``rows`` samples in all."""
+
+    feeds: tuple[Mapping[str, np.ndarray], ...]
+    rows: int
+    labels: np.ndarray | None = attrs.field(default=None, eq=False)
+    generated: bool = False
+    description: str = ""
+
+    @classmethod
+    def from_config(cls, config: OptimizationConfig, specs: Sequence[TensorSpec]) -> SampleSet:
+        """The config's calibration data, or ``num_samples`` generated inputs."""
+        if config.calibration_data is None:
+            samples = cls.generate(specs, count=config.num_samples, seed=config.seed, sequence=config.sequence_length)
+            if config.labels is not None:
+                raise OptimizationError("OptimizationConfig.labels were given without calibration_data to label")
+            return samples
+        return cls.from_data(config.calibration_data, specs, labels=config.labels)
+
+    @classmethod
+    def from_data(
+        cls, data: CalibrationData, specs: Sequence[TensorSpec], *, labels: np.ndarray | None = None
+    ) -> SampleSet:
+        """Split caller data into feeds.
+
+        A mapping gives each input's samples along axis 0: with a symbolic batch dimension they are
+        kept as batches of up to 16, else every row (with its own batch axis added back when the
+        model's rank asks for it) is one feed. A sequence of mappings is taken feed by feed.
+        """
+        names = [s.name for s in specs]
+        if isinstance(data, Mapping):
+            missing = [n for n in names if n not in data]
+            if missing:
+                raise OptimizationError(f"calibration data lacks input(s) {missing}; the model takes {names}")
+            arrays = {s.name: _as_input(data[s.name], s) for s in specs}
+            counts = {n: a.shape[0] if a.ndim else 1 for n, a in arrays.items()}
+            if len(set(counts.values())) != 1:
+                raise OptimizationError(f"calibration inputs hold different sample counts: {counts}")
+            rows = next(iter(counts.values()))
+            feeds = list(_split(arrays, specs, rows))
+        else:
+            feeds = []
+            for i, feed in enumerate(data):
+                missing = [n for n in names if n not in feed]
+                if missing:
+                    raise OptimizationError(f"calibration feed {i} lacks input(s) {missing}; the model takes {names}")
+                feeds.append({s.name: _as_input(feed[s.name], s) for s in specs})
+            rows = sum(_rows(f, specs) for f in feeds)
+        if not feeds or rows == 0:
+            raise OptimizationError("calibration data holds no samples")
+        if labels is not None and len(labels) != rows:
+            raise OptimizationError(f"{len(labels)} labels for {rows} calibration samples")
+        described = f"{rows} calibration sample(s)" + (" with labels" if labels is not None else "")
+        return cls(feeds=tuple(feeds), rows=rows, labels=labels, description=described)
+
+    @classmethod
+    def generate(cls, specs: Sequence[TensorSpec], *, count: int, seed: int = 0, sequence: int = 32) -> SampleSet:
+        """``count`` random samples: standard normal floats, small integers (masks of ones).
+
+        The first symbolic dimension is the batch; other symbolic dimensions take ``sequence``.
+        """
+        rng = np.random.default_rng(seed)
+        batched = all(_batch_symbolic(s) for s in specs)
+        per_feed = min(count, EVAL_BATCH) if batched else 1
+        feeds = []
+        left = count
+        while left > 0:
+            n = min(per_feed, left)
+            feeds.append({s.name: _random(s, n, sequence, rng) for s in specs})
+            left -= n
+        return cls(
+            feeds=tuple(feeds),
+            rows=count,
+            generated=True,
+            description=f"{count} generated sample(s) (no calibration data given)",
+        )
+
+    def head(self, rows: int) -> SampleSet:
+        """The first ``rows`` samples (whole feeds, the last one cut where it is a batch)."""
+        feeds, left = [], rows
+        for feed in self.feeds:
+            if left <= 0:
+                break
+            n = next(iter(feed.values())).shape[0] if feed and next(iter(feed.values())).ndim else 1
+            if n > left and all(v.ndim and v.shape[0] == n for v in feed.values()):
+                feed, n = {k: v[:left] for k, v in feed.items()}, left
+            feeds.append(feed)
+            left -= n
+        labels = None if self.labels is None else self.labels[: rows - max(left, 0)]
+        return attrs.evolve(self, feeds=tuple(feeds), rows=rows - max(left, 0), labels=labels)
+
+    def __iter__(self) -> Iterator[Mapping[str, np.ndarray]]:
+        return iter(self.feeds)
+
+    def single_rows(self) -> Iterator[dict[str, np.ndarray]]:
+        """Every sample as its own feed (batch 1 where the batch is symbolic), for calibration."""
+        for feed in self.feeds:
+            n = next(iter(feed.values())).shape[0] if feed else 1
+            if n == 1:
+                yield dict(feed)
+                continue
+            for i in range(n):
+                yield {k: v[i : i + 1] for k, v in feed.items()}
+
+
+def _as_input(value: Any, spec: TensorSpec) -> np.ndarray:
+    array = np.asarray(value)
+    want = spec.dtype.numpy
+    if array.dtype != want:
+        if array.dtype.kind != want.kind and not (array.dtype.kind in "iu" and want.kind in "iu"):
+            raise OptimizationError(f"calibration input {spec.name!r} is {array.dtype}, the model takes {want}")
+        array = array.astype(want)
+    return array
+
+
+def _rows(feed: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> int:
+    spec = specs[0]
+    array = feed[spec.name]
+    return int(array.shape[0]) if _batch_symbolic(spec) and array.ndim else 1
+
+
+def _split(arrays: dict[str, np.ndarray], specs: Sequence[TensorSpec], rows: int) -> Iterator[dict[str, np.ndarray]]:
+    batched = all(_batch_symbolic(s) for s in specs)
+    if batched and all(a.ndim == len(s.shape) for s, a in zip(specs, arrays.values())):
+        for start in range(0, rows, EVAL_BATCH):
+            yield {n: np.ascontiguousarray(a[start : start + EVAL_BATCH]) for n, a in arrays.items()}
+        return
+    for i in range(rows):
+        feed = {}
+        for spec in specs:
+            row = arrays[spec.name][i]
+            if row.ndim + 1 == len(spec.shape):
+                row = row[None]
+            if row.ndim != len(spec.shape):
+                raise OptimizationError(
+                    f"calibration input {spec.name!r}: samples of shape {list(row.shape)} do not fit "
+                    f"the input ({spec.describe()})"
+                )
+            feed[spec.name] = np.ascontiguousarray(row)
+        yield feed
+
+
+def _random(spec: TensorSpec, batch: int, sequence: int, rng: np.random.Generator) -> np.ndarray:
+    shape = []
+    for i, dim in enumerate(spec.shape):
+        if isinstance(dim, int):
+            shape.append(dim)
+        else:
+            shape.append(batch if i == 0 else sequence)
+    dtype = spec.dtype.numpy
+    name = spec.name.lower()
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind in "iu":
+        if "mask" in name:
+            return np.ones(shape, dtype)
+        if "type" in name or "segment" in name:
+            return np.zeros(shape, dtype)
+        return rng.integers(0, 100, size=shape).astype(dtype)
+    if dtype.kind == "b":
+        return np.ones(shape, bool)
+    raise OptimizationError(f"cannot generate samples for input {spec.name!r} of type {spec.dtype.short}")
+
+
+class Evaluator:
+    """Runs graphs on one :class:`SampleSet` through a backend, or ``onnx.reference``."""
+
+    def __init__(
+        self,
+        samples: SampleSet,
+        *,
+        backend: str = "auto",
+        engine_config: EngineConfig | None = None,
+        plugin_manager: PluginManager | None = None,
+    ) -> None:
+        self.samples = samples
+        self.requested = backend
+        self.backend = backend if backend != "auto" else ""
+        self._engine_config = engine_config
+        self._pm = plugin_manager
+        self._spec: Any = None
+        self.runs = 0
+
+    def with_samples(self, samples: SampleSet) -> Evaluator:
+        """An evaluator with the same backend and settings on other samples."""
+        other = Evaluator(samples, backend=self.requested, engine_config=self._engine_config, plugin_manager=self._pm)
+        other._spec, other.backend = self._spec, self.backend
+        return other
+
+    def outputs(self, graph: Graph) -> list[np.ndarray]:
+        """Each output of ``graph`` on every sample, samples along axis 0."""
+        self.runs += 1
+        if self.requested == REFERENCE:
+            return self._reference(graph)
+        names = [s.name for s in graph.outputs]
+        config = self._config()
+        if self._spec is None:  # the first run picks the backend the way an Engine does
+            from edgecore.engine import Engine
+
+            with Engine(config, plugin_manager=self._pm) as engine:
+                engine.load(graph)
+                self._spec, self.backend = engine.backend_spec, engine.backend
+                return _gather([engine.run(feed) for feed in self.samples], names)
+        from edgecore.backend import backend_for
+
+        compiled = backend_for(self._spec).compile(graph, config.compile_options())
+        try:
+            return _gather([compiled.run(dict(feed)) for feed in self.samples], names)
+        finally:
+            compiled.close()
+
+    def _config(self) -> EngineConfig:
+        from edgecore.config import EngineConfig
+
+        config = self._engine_config or EngineConfig(backend=self.requested)
+        changes: dict[str, Any] = {"profile_ops": False, "enable_dynamic_batching": False, "instances": 1}
+        if self.backend and config.backend != self.backend:
+            changes["backend"] = self.backend
+        return attrs.evolve(config, **{k: v for k, v in changes.items() if hasattr(config, k)})
+
+    def _reference(self, graph: Graph) -> list[np.ndarray]:
+        from onnx.reference import ReferenceEvaluator
+
+        self.backend = REFERENCE
+        session = ReferenceEvaluator(graph.to_proto())
+        names = [s.name for s in graph.outputs]
+        results = []
+        for feed in self.samples:
+            values = session.run(None, dict(feed))
+            results.append(dict(zip(names, values)))
+        return _gather(results, names)
+
+
+def _gather(results: list[Mapping[str, np.ndarray]], names: Sequence[str]) -> list[np.ndarray]:
+    gathered = []
+    for name in names:
+        parts = [np.asarray(r[name]) for r in results]
+        if len(parts) == 1:
+            gathered.append(parts[0])
+        elif all(p.ndim for p in parts):
+            gathered.append(np.concatenate(parts, axis=0))
+        else:
+            gathered.append(np.stack(parts))
+    return gathered
