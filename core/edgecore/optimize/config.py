@@ -101,9 +101,10 @@ class OptimizationConfig:
     - ``enable_pruning``, ``pruning_ratio``, ``pruning_mode``: ``"structured"`` removes that share
       of output channels from each prunable Conv/Gemm (and the matching inputs downstream);
       ``"unstructured"`` zeroes that share of the smallest weights.
-    - ``enable_quantization``, ``quantization_type`` (the name of a ``quantize``-stage pass, e.g.
-      ``"int8"`` from the cpu_simd plugin), ``quantization_mode`` (``auto``: dynamic for graphs
-      without convolutions, static otherwise), ``calibration_method``, ``per_channel``.
+    - ``enable_quantization``, ``quantization_type`` (the name of a ``quantize``-stage pass:
+      ``"int8"`` is the target backend's own int8 pass when it registers one, e.g. ``openvino_int8``,
+      else the portable QDQ pass of the cpu_simd plugin), ``quantization_mode`` (``auto``: dynamic
+      for graphs without convolutions, static otherwise), ``calibration_method``, ``per_channel``.
     - ``enable_mixed_precision``, ``mixed_precision_type`` (``"fp16"``), ``keep_fp32_ops``.
 
     Accuracy: ``calibration_data`` (a mapping of input name to an array whose first axis lists the

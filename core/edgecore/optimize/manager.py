@@ -164,7 +164,12 @@ def select_passes(config: OptimizationConfig, registry: dict[str, PassSpec], bac
         elif stage == "prune" and config.enable_pruning:
             chosen.append(named(f"{config.pruning_mode}_pruning", "prune", f"pruning_mode={config.pruning_mode!r}"))
         elif stage == "quantize" and config.enable_quantization:
-            chosen.append(named(config.quantization_type, "quantize", f"quantization_type={config.quantization_type!r}"))
+            own = [s for s in registry.values() if s.stage == "quantize" and backend in s.backends]
+            if config.quantization_type == "int8" and own:  # the backend's own int8 pass, if it has one
+                chosen.append(own[0])
+            else:
+                why = f"quantization_type={config.quantization_type!r}"
+                chosen.append(named(config.quantization_type, "quantize", why))
         elif stage == "precision" and config.enable_mixed_precision:
             chosen.append(
                 named(config.mixed_precision_type, "precision", f"mixed_precision_type={config.mixed_precision_type!r}")

@@ -1,9 +1,9 @@
-"""Entry point module: registers the ``cpu_simd`` backend with edgecore."""
+"""Entry point module: registers the ``cpu_simd`` backend and its ``int8`` quantization pass with edgecore."""
 
 from __future__ import annotations
 
 from edgecore.hookspecs import hookimpl
-from edgecore.specs import BackendSpec
+from edgecore.specs import BackendSpec, PassSpec
 
 
 def _factory():
@@ -40,5 +40,24 @@ def edgecore_benchmarks():
             name="baseline:cpu_simd",
             runner=_baseline,
             description="raw onnxruntime InferenceSession with the backend's SessionOptions",
+        )
+    ]
+
+
+def _int8(context):
+    from edgecore_cpu_simd.quantize import Int8QuantizationPass
+
+    return Int8QuantizationPass(context, options=context.options)
+
+
+@hookimpl
+def edgecore_passes():
+    return [
+        PassSpec(
+            name="int8",
+            factory=_int8,
+            stage="quantize",
+            description="INT8 through onnxruntime.quantization: static QDQ (min-max/percentile/entropy "
+            "calibration, per-channel weights) or dynamic for transformers; most sensitive nodes kept in float",
         )
     ]
