@@ -22,6 +22,7 @@ from edgecore.stats import EngineStats, StatsRecorder
 if TYPE_CHECKING:
     import numpy as np
 
+    from edgecore.optimize import OptimizationConfig, OptimizationReport
     from edgecore.plugins import PluginManager
     from edgecore.specs import BackendSpec
     from edgecore.tensor import TensorSpec
@@ -81,6 +82,28 @@ class Engine:
         self._check = FeedChecker(compiled.inputs)
         self._pm.hook.edgecore_engine_started(engine=self)
         return self
+
+    def optimize(self, config: OptimizationConfig | None = None) -> OptimizationReport:
+        """Optimize the loaded model with checked passes and recompile it on the same backend.
+
+        Each pass is run on sample inputs against the graph before it and rolled back when it breaks
+        ``config.accuracy_budget``; the returned report says what was kept and why. The engine then
+        serves the optimized graph (``engine.graph``). Do not call it while requests are running.
+        """
+        from edgecore.optimize import OptimizationConfig, PassManager
+
+        if self.graph is None or self._compiled is None:
+            self._not_ready()
+        manager = PassManager(
+            config or OptimizationConfig(), backend=self.backend, engine_config=self.config, plugin_manager=self._pm
+        )
+        graph, report = manager.run(self.graph)
+        if graph is not self.graph:
+            compiled = backend_for(self.backend_spec).compile(graph, self.config.compile_options(memory_pool=self.pool))
+            previous, self.graph, self._compiled = self._compiled, graph, compiled
+            self._check = FeedChecker(compiled.inputs)
+            previous.close()
+        return report
 
     def close(self) -> None:
         """Release the compiled model; further calls raise :class:`EngineClosedError`."""

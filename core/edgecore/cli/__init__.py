@@ -21,6 +21,7 @@ __all__ = ["main", "COMMANDS"]
 COMMANDS: tuple[str, ...] = (
     "edgecore.cli.backends",
     "edgecore.cli.run",
+    "edgecore.cli.optimize",
     "edgecore.cli.zoo",
     "edgecore.cli.trace",
 )
