@@ -1,4 +1,5 @@
-"""What edgecore adds over the raw runtime: Engine.run vs onnxruntime.InferenceSession.run.
+"""What edgecore adds over the raw runtime: Engine.run vs onnxruntime.InferenceSession.run, and (when
+edgecore-openvino-npu is installed) Engine.run on the openvino backend vs OpenVINO's InferRequest.infer.
 
 Same model, same session options (taken from the cpu_simd backend itself), same thread count, one
 process. The two sides alternate in blocks of calls and the first calls of each block are dropped, so
@@ -44,7 +45,16 @@ def machine() -> dict:
         "platform": platform.platform(),
         "edgecore": edgecore.__version__,
         "onnxruntime": onnxruntime.__version__,
+        "openvino": _openvino_version(),
     }
+
+
+def _openvino_version() -> str | None:
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.get_version()
 
 
 def _block(fn, calls: int, drop: int) -> list[float]:
@@ -108,6 +118,42 @@ def measure_cpu_simd(label: str, name: str, options: dict, args) -> dict:
     return result
 
 
+def measure_openvino(label: str, name: str, options: dict, args) -> dict | None:
+    """Engine.run on the openvino backend vs OpenVINO's fastest raw call on the same compiled settings.
+
+    The raw side is ``InferRequest.infer(feeds, share_inputs=True, share_outputs=True)`` on a model
+    compiled with the properties the backend itself resolves (device CPU, LATENCY hint, f32, threads).
+    """
+    try:
+        from edgecore_openvino_npu.baseline import openvino_request
+    except ImportError:
+        return None
+    from edgecore import Engine, EngineConfig, zoo
+    from edgecore.cli.run import random_feeds
+
+    model = zoo.build(name, **options)
+    config = EngineConfig(backend="openvino", device="cpu", num_threads=args.threads)
+    engine = Engine(config).load(model)
+    compiled, request, properties = openvino_request(engine.graph, config.compile_options())
+    feeds = random_feeds(engine.inputs, batch=1)
+    want = request.infer(feeds)
+    got = engine.run(feeds)
+    agree = all(np.allclose(got[o.get_any_name()], want[o], rtol=1e-5, atol=1e-6) for o in compiled.outputs)
+    infer = request.infer
+    for _ in range(20):  # warm both
+        infer(feeds, share_inputs=True, share_outputs=True)
+        engine.run(feeds)
+    result = interleaved(
+        {"openvino": lambda: infer(feeds, share_inputs=True, share_outputs=True), "edgecore": lambda: engine.run(feeds)},
+        blocks=args.blocks, calls=args.calls, drop=args.drop,
+    )
+    engine.close()
+    result.update(model=label, backend="openvino", runtime="openvino InferRequest.infer(share_inputs, share_outputs)",
+                  outputs_agree=agree, settings={k: str(v) for k, v in properties.items()},
+                  overhead_us=(result["median_ms"]["edgecore"] - result["median_ms"]["openvino"]) * 1e3)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=40)
@@ -118,13 +164,16 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for label, name, options in MODELS:
-        row = measure_cpu_simd(label, name, options, args)
-        rows.append(row)
-        print(
-            f"{row['backend']:10s} {label:18s} raw {row['median_ms']['onnxruntime']:.3f} ms  "
-            f"edgecore {row['median_ms']['edgecore']:.3f} ms  ratio {row['ratio_median_of_blocks']:.4f} "
-            f"(IQR {row['ratio_iqr'][0]:.3f}-{row['ratio_iqr'][1]:.3f})  overhead {row['overhead_us']:.1f} us"
-        )
+        for measure, raw in ((measure_cpu_simd, "onnxruntime"), (measure_openvino, "openvino")):
+            row = measure(label, name, options, args)
+            if row is None:
+                continue
+            rows.append(row)
+            print(
+                f"{row['backend']:10s} {label:18s} raw {row['median_ms'][raw]:.3f} ms  "
+                f"edgecore {row['median_ms']['edgecore']:.3f} ms  ratio {row['ratio_median_of_blocks']:.4f} "
+                f"(IQR {row['ratio_iqr'][0]:.3f}-{row['ratio_iqr'][1]:.3f})  overhead {row['overhead_us']:.1f} us"
+            )
     report = {
         "benchmark": "engine_overhead",
         "method": (

@@ -26,7 +26,7 @@ from edgecore.graph import Graph
 
 from edgecore_openvino_npu import _ov
 from edgecore_openvino_npu.buckets import BucketPlan
-from edgecore_openvino_npu.compiled import Executable, OpenVinoCompiledModel
+from edgecore_openvino_npu.compiled import Executable, OpenVinoCompiledModel, _plain
 from edgecore_openvino_npu.devices import list_devices
 from edgecore_openvino_npu.options import OvSettings, resolve
 
@@ -169,11 +169,10 @@ class OpenVinoBackend(Backend):
         if settings.precision is None:
             return
         try:
-            effective = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+            effective = _plain(compiled.get_property("INFERENCE_PRECISION_HINT"))
         except Exception:  # virtual devices do not report it
             return
-        names = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
-        if names[settings.precision] not in effective and settings.precision not in effective:
+        if effective != settings.precision:
             logger.warning(
                 "openvino: %s was asked for %s precision and runs %s (the device lacks it)",
                 settings.device, settings.precision, effective,

@@ -1,4 +1,4 @@
-"""Entry point module: registers the ``openvino`` backend and its INT8 pass with edgecore.
+"""Entry point module: registers the ``openvino`` backend, its INT8 pass and its raw baseline.
 
 Nothing here imports OpenVINO or NNCF: factories import them when called, so that listing backends
 works (and reports the reason) even when OpenVINO is missing.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgecore.hookspecs import hookimpl
-from edgecore.specs import BackendSpec, PassSpec
+from edgecore.specs import BackendSpec, PassSpec, ScenarioSpec
 
 
 def _backend_factory():
@@ -33,6 +33,23 @@ def edgecore_backends():
             priority=5,
             devices=("cpu", "gpu", "npu"),
             description="OpenVINO runtime: Intel NPU (static-shape buckets), CPU, GPU and AUTO",
+        )
+    ]
+
+
+def _baseline(graph: Any, options: Any):
+    from edgecore_openvino_npu.baseline import openvino_session
+
+    return openvino_session(graph, options)
+
+
+@hookimpl
+def edgecore_benchmarks():
+    return [
+        ScenarioSpec(
+            name="baseline:openvino",
+            runner=_baseline,
+            description="raw OpenVINO CompiledModel + InferRequest.infer with the backend's properties",
         )
     ]
 
