@@ -156,8 +156,8 @@ class BucketPlan:
     ) -> list[np.ndarray]:
         """Outputs sliced back to the request's sizes, each copied into an array of its own.
 
-        Never a view: a view of a pool buffer does not keep the buffer's block checked out (numpy
-        points views at the memory's owner), so the block could be handed out again under it.
+        A copy, not a view: callers get contiguous arrays of exactly their size, and the padded
+        buffer goes back to the pool at once instead of living as long as the caller's result.
         """
         if actual == key:
             return list(outputs)
