@@ -320,3 +320,28 @@ def test_merge_alignment_rules():
     # a run longer than its parent is scaled into it.
     tight = ort_runs_to_spans(runs[:1], [Window(0, 50_000, 1)])
     assert [(s.start_ns, s.end_ns) for s in tight] == [(0, 50_000), (10_000, 15_000), (25_000, 40_000)]
+
+
+def test_snapshots_while_other_threads_record():
+    p = Profiler(capacity=500)
+    p.start_global_session("busy")
+    stop = threading.Event()
+
+    def record():
+        while not stop.is_set():
+            p.record("backend_execute", 0, 1)
+
+    threads = [threading.Thread(target=record) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(20):
+            snap = p.session("busy")
+            assert snap.active and snap.recorded >= len(snap.events)
+        validate(session_to_chrome_trace(snap))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    data = p.stop_global_session()
+    assert data.recorded == data.dropped + len(data.events)

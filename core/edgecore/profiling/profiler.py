@@ -319,7 +319,7 @@ class Profiler:
         return write_chrome_trace(self.session(name), path)
 
     def _snapshot(self, session: _Session, *, active: bool) -> SessionData:
-        events = tuple(session.events)
+        events = _copy(session.events)
         recorded = session.appended()
         threads = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
         threads.update(_THREAD_NAMES)
@@ -455,7 +455,7 @@ class Profiler:
         if buf is None:
             return []
         out = []
-        for ev in list(buf):
+        for ev in _copy(buf):
             if ev[0] != "X" or (name is not None and ev[1] != name):
                 continue
             if match:
@@ -516,6 +516,16 @@ class Profiler:
                 self._flush_hooks.remove(hook)
             except ValueError:
                 pass
+
+
+def _copy(events: collections.deque) -> tuple[Event, ...]:
+    """A copy of a buffer other threads may be appending to."""
+    for _ in range(100):
+        try:
+            return tuple(events)
+        except RuntimeError:  # "deque mutated during iteration": only if the copy let another thread run
+            continue
+    raise RuntimeError("could not copy the profiler buffer: it changes faster than it can be read")
 
 
 def _check_capacity(capacity: int) -> int:
