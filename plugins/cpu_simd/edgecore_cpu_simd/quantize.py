@@ -3,8 +3,9 @@
 Static quantization (convolutional models) calibrates activation ranges on the pass manager's
 samples (the caller's calibration data, or generated inputs, which the report says) with min-max,
 percentile or entropy calibration, and writes standard ``QuantizeLinear``/``DequantizeLinear``
-pairs around the quantized ops, per-channel weights by default: any runtime that reads ONNX can run
-it, and ONNX Runtime fuses the pairs into integer kernels. Dynamic quantization (graphs without
+pairs around the quantized ops, per-channel weights by default, at opset 19 or later: any runtime
+that reads ONNX can run it (onnx.reference implements Q/DQ from opset 19), and ONNX Runtime fuses
+the pairs into integer kernels. Dynamic quantization (graphs without
 convolutions: transformers) quantizes the MatMul/Gemm weights and computes activation scales at run
 time (``DynamicQuantizeLinear`` + ``MatMulInteger``, both standard ONNX).
 
@@ -164,7 +165,7 @@ class Int8QuantizationPass(ir.passes.FunctionalPass):
         )
         self.context.detail("op_types", op_types)
         self.context.note(f"dynamic int8: {', '.join(op_types)} weights quantized, activation scales computed at run time")
-        return ir.load(str(target))
+        return _portable(target)
 
     # -- static --------------------------------------------------------------------------------------------
 
@@ -189,7 +190,7 @@ class Int8QuantizationPass(ir.passes.FunctionalPass):
             count[0] += 1
             target = folder / f"static{count[0]}.onnx"
             self._quantize_static(source, target, _Reader(feeds), cache, sorted(set(self.exclude) | exclude))
-            return ir.load(str(target))
+            return _portable(target)
 
         quantized = quantize(frozenset())
         quantized_nodes = _quantized_nodes(model, quantized)
@@ -230,6 +231,24 @@ class Int8QuantizationPass(ir.passes.FunctionalPass):
             extra_options=extra,
             calibration_cache_path=cache,
         )
+
+
+#: The lowest opset at which onnx.reference (and the ``reference`` backend) runs Q/DQ ops.
+PORTABLE_OPSET = 19
+
+
+def _portable(path: Path) -> ir.Model:
+    """The quantized model at opset >= 19, so that every ONNX runtime, onnx.reference included, runs it."""
+    proto = onnx.load_model(str(path))
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < PORTABLE_OPSET:
+        from onnx import version_converter
+
+        try:
+            proto = version_converter.convert_version(proto, PORTABLE_OPSET)
+        except Exception as exc:  # keep the model as quantized: onnxruntime runs it either way
+            logger.warning("could not convert the int8 model to opset %d: %r", PORTABLE_OPSET, exc)
+    return ir.from_proto(proto)
 
 
 def _quantized_nodes(float_model: ir.Model, quantized: ir.Model) -> list[str]:
