@@ -345,3 +345,25 @@ def test_snapshots_while_other_threads_record():
             t.join()
     data = p.stop_global_session()
     assert data.recorded == data.dropped + len(data.events)
+
+
+def test_register_stage():
+    from edgecore.profiling import STAGES, register_stage
+    from edgecore.profiling.viewer import parse_trace, summarize
+
+    register_stage("plugin_infer", "backend")
+    register_stage("plugin_infer", "backend")  # same again: fine
+    assert STAGES["plugin_infer"] == "backend"
+    with pytest.raises(ValueError, match="already"):
+        register_stage("plugin_infer", "user")
+    with pytest.raises(ValueError, match="category"):
+        register_stage("x", "nope")
+    p = Profiler()
+    p.start_global_session("s")
+    p.record("backend_execute", 0, 4000, args={"backend": "ov"})
+    p.record("plugin_infer", 1000, 3000, args={"backend": "ov"})
+    p.stop_global_session()
+    trace = session_to_chrome_trace(p.session("s"))
+    validate(trace)
+    rows = [(b.stage, b.backend, b.count) for b in summarize(parse_trace(trace)).backend]
+    assert rows == [("backend_execute", "ov", 1), ("plugin_infer", "ov", 1)]

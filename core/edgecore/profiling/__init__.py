@@ -30,6 +30,7 @@ from edgecore.profiling.profiler import (
     Span,
     get_profiler,
     profile_function,
+    register_stage,
 )
 from edgecore.profiling.viewer import TraceSummary, load_trace, summarize
 
@@ -49,6 +50,7 @@ __all__ = [
     "load_trace",
     "ort_runs_to_spans",
     "profile_function",
+    "register_stage",
     "session_to_chrome_trace",
     "split_ort_runs",
     "summarize",

@@ -32,6 +32,7 @@ import logging
 import os
 import threading
 import time
+import types
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, TypeVar
 
 import attrs
@@ -50,13 +51,13 @@ __all__ = [
     "Span",
     "get_profiler",
     "profile_function",
+    "register_stage",
 ]
 
 #: Events a session keeps before the oldest are overwritten (about 150 bytes each while recorded).
 DEFAULT_CAPACITY = 1_000_000
 
-#: Built-in stage names and the trace category each is exported under.
-STAGES: Mapping[str, str] = {
+_STAGES: dict[str, str] = {
     "inference_total": "request",
     "queue_wait": "request",
     "batch_assemble": "batch",
@@ -64,7 +65,23 @@ STAGES: Mapping[str, str] = {
     "output_split": "batch",
     "model_load": "model",
     "compile": "model",
+    "model_run": "backend",  # the runtime's own run, inside backend_execute
 }
+#: Stage names and the trace category each is exported under (``optimize/<pass>`` is "model",
+#: unknown names "user"); extended with :func:`register_stage`.
+STAGES: Mapping[str, str] = types.MappingProxyType(_STAGES)
+CATEGORIES = ("request", "batch", "model", "backend", "op", "custom", "user")
+
+
+def register_stage(name: str, category: str) -> None:
+    """Export events named ``name`` under ``category``; "backend" puts them in the viewer's backend
+    execution summary (e.g. a plugin's own ``openvino_infer`` span inside ``backend_execute``)."""
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown trace category {category!r}; known: {list(CATEGORIES)}")
+    known = _STAGES.get(name)
+    if known is not None and known != category:
+        raise ValueError(f"stage {name!r} is already registered under category {known!r}")
+    _STAGES[name] = category
 
 _now = time.perf_counter_ns
 # The OS thread id of the calling thread, cached per thread: get_native_id() is a system call, and

@@ -14,7 +14,7 @@ Definitions (the tests hold the code to them):
 * **stages** are complete events that are not operator spans, grouped by name; P99 is the
   nearest-rank percentile (the ceil(0.99 n)-th smallest duration);
 * **backend execution** = ``backend_execute`` spans grouped by their ``backend`` arg, plus the
-  runtime-internal ``model_run`` spans;
+  runtime-internal spans inside them (``model_run``, and any span of category ``"backend"``);
 * **operators** = spans of ``cat`` ``"op"`` (edgecore) or ``"Node"`` ``*_kernel_time`` (onnxruntime),
   grouped by op type, ranked by total time.
 
@@ -301,7 +301,7 @@ def summarize(
         if e.cat == "Node":  # onnxruntime fences: not stages, not operators
             continue
         by_stage.setdefault(e.name, []).append(ms)
-        if e.name in BACKEND_STAGES:
+        if e.name in BACKEND_STAGES or e.cat == "backend":
             backend = e.args.get("backend") or e.args.get("runtime") or ("onnxruntime" if e.cat == "Session" else "")
             by_backend.setdefault((e.name, str(backend)), []).append(ms)
 
@@ -320,7 +320,7 @@ def summarize(
             BackendStats(stage=st, backend=be, count=len(d), avg_ms=sum(d) / len(d), total_ms=sum(d))
             for (st, be), d in by_backend.items()
         ),
-        key=lambda b: (BACKEND_STAGES.index(b.stage), -b.total_ms, b.backend),
+        key=lambda b: (b.stage != "backend_execute", -b.total_ms, b.stage, b.backend),
     )
     op_time = sum(sum(d) for d in by_op.values())
     ops = sorted(
