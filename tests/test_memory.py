@@ -1,0 +1,158 @@
+"""MemoryPool: aligned size classes, reuse, views that keep their block, the budget, statistics."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import numpy as np
+import pytest
+
+from edgecore import Engine, EngineConfig, MemoryBudgetExceeded
+from edgecore.memory import HostAllocator, MemoryPool, size_class
+
+
+@pytest.mark.parametrize("alignment", [16, 64, 4096])
+def test_buffers_are_aligned(alignment):
+    pool = MemoryPool(alignment=alignment)
+    arrays = [pool.acquire_with_address((n, 3), np.float32) for n in (1, 7, 100, 1000)]
+    for array, address in arrays:
+        assert address % alignment == 0 and array.ctypes.data == address
+        assert array.flags.c_contiguous and array.flags.writeable
+
+
+def test_alignment_must_be_a_power_of_two():
+    with pytest.raises(ValueError, match="power of two"):
+        MemoryPool(alignment=48)
+
+
+def test_size_classes_waste_at_most_a_quarter():
+    previous = 0
+    for nbytes in list(range(1, 5000, 7)) + [2**20 + 1, 3 * 2**20, 10**8]:
+        block = size_class(nbytes)
+        assert nbytes <= block and (block <= 256 or block <= nbytes * 1.25)
+        assert block >= previous or nbytes < previous
+        previous = block
+
+
+def test_a_released_buffer_is_reused():
+    pool = MemoryPool()
+    first = pool.acquire((10, 10), np.float32)
+    address = first.ctypes.data
+    del first
+    again = pool.acquire((10, 10), np.float32)
+    stats = pool.statistics()
+    assert again.ctypes.data == address
+    assert (stats.allocations, stats.hits, stats.misses) == (2, 1, 1)
+    assert stats.in_use_bytes == size_class(400) and stats.requested_in_use_bytes == 400
+
+
+def test_a_view_keeps_its_block_out_of_the_pool():
+    """numpy collapses view bases to the memory's owner: a view must still pin the pooled array."""
+    pool = MemoryPool()
+    batch = pool.acquire((4, 8), np.float32)
+    batch[:] = np.arange(4, dtype=np.float32)[:, None]
+    kept = [batch[i : i + 1] for i in range(4)]
+    row = batch[2]
+    del batch
+    gc.collect()
+    assert pool.statistics().in_use_bytes > 0
+    other = pool.acquire((4, 8), np.float32)  # must not get the block the views still read
+    other[:] = -1
+    assert [float(v[0, 0]) for v in kept] == [0, 1, 2, 3] and float(row[0]) == 2
+    del kept, row, other
+    gc.collect()
+    assert pool.statistics().in_use_bytes == 0
+
+
+def test_the_budget_frees_cached_blocks_then_refuses():
+    pool = MemoryPool(max_memory_usage=4096)
+    a = pool.acquire((512,), np.float32)  # 2048 bytes
+    b = pool.acquire((256,), np.float32)  # 1024 bytes
+    del b  # cached
+    c = pool.acquire((448,), np.float32)  # 1792: fits only once the cached 1024 are freed
+    assert pool.statistics().reserved_bytes <= 4096
+    with pytest.raises(MemoryBudgetExceeded, match="max_memory_usage=4096"):
+        pool.acquire((1024,), np.float32)
+    del a, c
+    assert pool.acquire((1024,), np.float32).shape == (1024,)  # the pool still serves
+
+
+def test_pool_size_bounds_the_cached_bytes():
+    pool = MemoryPool(pool_size=1024)
+    arrays = [pool.acquire((256,), np.float32) for _ in range(4)]  # 4 x 1024 bytes
+    del arrays
+    stats = pool.statistics()
+    assert stats.cached_bytes == 1024 and stats.reserved_bytes == 1024 and stats.in_use_bytes == 0
+
+
+def test_statistics_are_a_frozen_snapshot():
+    pool = MemoryPool()
+    kept = pool.acquire((300,), np.uint8)
+    stats = pool.statistics()
+    with pytest.raises(AttributeError):
+        stats.hits = 3
+    assert stats.peak_in_use_bytes == stats.in_use_bytes == size_class(300)
+    assert 0 < stats.fragmentation < 0.25 and stats.hit_rate == 0.0
+    data = stats.to_json()
+    assert data["misses"] == 1 and "fragmentation" in data and "hit_rate" in data
+    del kept
+
+
+def test_many_threads_acquire_and_release_consistently():
+    pool = MemoryPool()
+
+    def churn(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(500):
+            arrays = [pool.acquire((int(rng.integers(1, 2000)),), np.float32) for _ in range(3)]
+            for array in arrays:
+                array[:] = seed
+            assert all((array == seed).all() for array in arrays)
+
+    threads = [threading.Thread(target=churn, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = pool.statistics()
+    assert stats.in_use_bytes == 0 and stats.releases == stats.allocations == 8 * 500 * 3
+    assert stats.hits + stats.misses == stats.allocations and stats.hits > stats.misses
+
+
+def test_a_device_arena_plugs_in_through_an_allocator():
+    """A plugin's arena reuses the pool's size classes, budget, reclamation and statistics."""
+
+    class CountingAllocator(HostAllocator):
+        def __init__(self):
+            self.allocated, self.freed = [], []
+
+        def allocate(self, nbytes, alignment):
+            block, address = super().allocate(nbytes, alignment)
+            self.allocated.append(nbytes)
+            return block, address
+
+        def free(self, block):
+            self.freed.append(block)
+
+    allocator = CountingAllocator()
+    pool = MemoryPool(allocator=allocator, name="fake-device", max_memory_usage=1 << 20)
+    first = pool.acquire((100,), np.float32)
+    del first
+    second = pool.acquire((100,), np.float32)
+    assert allocator.allocated == [size_class(400)]
+    del second
+    pool.clear()
+    assert len(allocator.freed) == 1 and pool.statistics().reserved_bytes == 0
+
+
+def test_engine_over_budget_fails_the_request_and_keeps_serving(conv_case, conv_model):
+    config = EngineConfig(num_threads=1, max_memory_usage=64 * 1024)
+    with Engine(config).load(conv_model) as engine:
+        small = conv_case.feeds(batch=1, seed=0)
+        expected = engine.run(small)["y"].copy()
+        big = conv_case.feeds(batch=64, seed=0)  # its output: 64 x 8 x 10 x 10 floats = 200 KiB
+        with pytest.raises(MemoryBudgetExceeded, match="max_memory_usage=65536"):
+            for _ in range(2):  # ORT allocates a new shape's first outputs; later runs bind pool buffers
+                engine.run(big)
+        np.testing.assert_array_equal(engine.run(small)["y"], expected)
