@@ -2,12 +2,14 @@
 
 Concurrency: ``load``/``close`` are not meant to race with each other; ``run`` may be called from any
 number of threads at once once the engine is loaded (the compiled model is thread-safe, statistics
-take a short lock).
+take a short lock). ``submit``/``run_async`` hand requests to the :class:`~edgecore.scheduler.Scheduler`
+(started on first use, under ``_lock``), whose worker threads run them; see that module.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -20,10 +22,13 @@ from edgecore.memory import MemoryPool
 from edgecore.stats import EngineStats, StatsRecorder
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import numpy as np
 
     from edgecore.optimize import OptimizationConfig, OptimizationReport
     from edgecore.plugins import PluginManager
+    from edgecore.scheduler import Scheduler
     from edgecore.specs import BackendSpec
     from edgecore.tensor import TensorSpec
 
@@ -58,6 +63,9 @@ class Engine:
         self.graph: Graph | None = None
         self.backend_spec: BackendSpec | None = None
         self._compiled: CompiledModel | None = None
+        self._instances: tuple[CompiledModel, ...] = ()  # config.instances - 1 more, for the scheduler
+        self._scheduler: Scheduler | None = None
+        self._lock = threading.Lock()  # starting/stopping the scheduler
         self._check: FeedChecker | None = None
         self._stats = StatsRecorder()
         self._closed = False
@@ -72,13 +80,17 @@ class Engine:
         spec = self._select_backend(graph)
         backend = backend_for(spec)
         started = time.perf_counter()
-        compiled = backend.compile(graph, self.config.compile_options(memory_pool=self.pool))
+        options = self._compile_options(spec)
+        compiled = backend.compile(graph, options)
+        instances = tuple(backend.compile(graph, options) for _ in range(self.config.instances - 1))
         logger.info(
             "compiled %s on %s in %.1f ms", describe_source(source), spec.name, (time.perf_counter() - started) * 1e3
         )
-        if self._compiled is not None:
-            self._compiled.close()
-        self.graph, self.backend_spec, self._compiled = graph, spec, compiled
+        self._stop_scheduler(drain=True)
+        for previous in (self._compiled, *self._instances):
+            if previous is not None:
+                previous.close()
+        self.graph, self.backend_spec, self._compiled, self._instances = graph, spec, compiled, instances
         self._check = FeedChecker(compiled.inputs)
         self._pm.hook.edgecore_engine_started(engine=self)
         return self
@@ -99,21 +111,49 @@ class Engine:
         )
         graph, report = manager.run(self.graph)
         if graph is not self.graph:
-            compiled = backend_for(self.backend_spec).compile(graph, self.config.compile_options(memory_pool=self.pool))
-            previous, self.graph, self._compiled = self._compiled, graph, compiled
+            backend, options = backend_for(self.backend_spec), self._compile_options(self.backend_spec)
+            compiled = backend.compile(graph, options)
+            instances = tuple(backend.compile(graph, options) for _ in range(self.config.instances - 1))
+            self._stop_scheduler(drain=True)  # queued requests finish on the models that checked them
+            previous = (self._compiled, *self._instances)
+            self.graph, self._compiled, self._instances = graph, compiled, instances
             self._check = FeedChecker(compiled.inputs)
-            previous.close()
+            for model in previous:
+                model.close()
         return report
 
-    def close(self) -> None:
-        """Release the compiled model; further calls raise :class:`EngineClosedError`."""
-        if self._closed:
-            return
-        self._closed = True
+    def _compile_options(self, spec: BackendSpec) -> Any:
+        """CompileOptions for each instance: with ``instances`` > 1 and no thread count given, the
+        cores are shared out, and ONNX Runtime's threads do not spin (spinning instances steal each
+        other's cores)."""
+        config = self.config
+        if config.instances == 1:
+            return config.compile_options(memory_pool=self.pool)
+        import os
+
+        threads = config.num_threads or max(1, (os.cpu_count() or 1) // config.instances)
+        options = dict(config.custom_options)
+        if spec.name == "cpu_simd":
+            options.setdefault("allow_spinning", False)
+        return config.compile_options(memory_pool=self.pool, num_threads=threads, options=options)
+
+    def close(self, drain: bool = True) -> None:
+        """Stop accepting requests, answer every accepted one, and release the compiled models.
+
+        With ``drain`` (default) queued requests run before this returns; without, they fail with
+        :class:`EngineClosedError`. Either way every future from :meth:`submit` is resolved. Further
+        calls raise :class:`EngineClosedError`.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop_scheduler(drain=drain)
         if self._compiled is not None:
-            self._compiled.close()
+            for compiled in (self._compiled, *self._instances):
+                compiled.close()
             self._pm.hook.edgecore_engine_closed(engine=self)
-        self._compiled = None
+        self._compiled, self._instances = None, ()
 
     def __enter__(self) -> Engine:
         return self
@@ -133,6 +173,8 @@ class Engine:
         compiled = self._compiled
         if compiled is None:
             self._not_ready()
+        if self.config.enable_dynamic_batching:
+            return self._run_queued(feeds, out)
         arrays = self._check(feeds)
         started = time.perf_counter_ns()
         try:
@@ -142,6 +184,60 @@ class Engine:
             raise
         self._stats.record_direct(time.perf_counter_ns() - started)
         return result
+
+    def submit(self, feeds: Mapping[str, Any], *, priority: int = 0, timeout_ms: float | None = None) -> Future:
+        """Queue one request for the scheduler; the future resolves to the outputs by name.
+
+        ``priority``: 0 (served first) to ``priority_levels - 1``. ``timeout_ms``: longest wait in
+        the queue (None = ``config.default_timeout_ms``, 0 = none); past it the future fails with
+        :class:`~edgecore.errors.RequestTimeoutError` and the request does not run. Raises at once,
+        accepting nothing: :class:`~edgecore.errors.InvalidInputError` for feeds that do not fit
+        the model, :class:`~edgecore.errors.QueueFullError` when ``max_queue_size`` requests wait,
+        :class:`EngineClosedError` once closed. Outputs are views the caller may keep; do not modify
+        the fed arrays until the future resolves.
+        """
+        scheduler = self._scheduler or self._start_scheduler()
+        return scheduler.submit(self._check(feeds), priority=priority, timeout_ms=timeout_ms)
+
+    async def run_async(
+        self, feeds: Mapping[str, Any], *, priority: int = 0, timeout_ms: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """:meth:`submit`, awaited in the running asyncio loop (cancelling the await cancels a queued request)."""
+        import asyncio
+
+        return await asyncio.wrap_future(self.submit(feeds, priority=priority, timeout_ms=timeout_ms))
+
+    def _run_queued(self, feeds: Mapping[str, Any], out: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+        result = self.submit(feeds).result()
+        if out is None:
+            return result
+        import numpy as np
+
+        from edgecore.errors import InvalidInputError
+
+        for name, buffer in out.items():
+            if name not in result:
+                raise InvalidInputError(f"out names {[name]} are not outputs; outputs: {list(result)}")
+            np.copyto(buffer, result[name])
+        return {name: out.get(name, array) for name, array in result.items()}
+
+    def _start_scheduler(self) -> Scheduler:
+        from edgecore.scheduler import Scheduler
+
+        with self._lock:
+            if self._scheduler is None:
+                if self._closed or self._compiled is None:
+                    self._not_ready()
+                self._scheduler = Scheduler(
+                    (self._compiled, *self._instances), self.config, stats=self._stats, pool=self.pool
+                )
+            return self._scheduler
+
+    def _stop_scheduler(self, drain: bool) -> None:
+        with self._lock:
+            scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            scheduler.close(drain=drain)
 
     def _not_ready(self) -> None:
         if self._closed:
@@ -169,8 +265,11 @@ class Engine:
         return self.compiled.outputs
 
     def stats(self) -> EngineStats:
-        """Counts and latency percentiles of the requests answered so far."""
-        return self._stats.snapshot()
+        """Counts and latency percentiles of the requests answered so far, and the scheduler's state."""
+        scheduler = self._scheduler
+        if scheduler is None:
+            return self._stats.snapshot()
+        return self._stats.snapshot(instance_utilization=scheduler.utilization(), queue_depth=scheduler.queued)
 
     # -- backend choice ----------------------------------------------------------------------------
 

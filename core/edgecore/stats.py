@@ -28,7 +28,11 @@ class EngineStats:
 
     Counts are exact since the engine started; percentiles cover the last ``window`` requests.
     ``latency`` is end to end (queue included when the scheduler is on); ``queue`` is the time spent
-    waiting for a batch; ``batch_size_histogram`` maps batch size -> backend executions.
+    waiting for a batch; ``batch_size_histogram`` maps batch size (items) -> backend executions;
+    ``instance_utilization`` is each scheduler instance's busy share of wall time; ``queue_depth`` the
+    requests waiting when the snapshot was taken. Requests answered with an error count in
+    ``failed_inferences`` (closed unanswered included), ``rejected_requests`` (queue full) or
+    ``timed_out_requests``, not in ``total_inferences``.
     """
 
     total_inferences: int = 0
@@ -49,6 +53,7 @@ class EngineStats:
     window: int = 0
     batch_size_histogram: Mapping[int, int] = attrs.field(factory=dict)
     instance_utilization: tuple[float, ...] = ()
+    queue_depth: int = 0
 
     def to_json(self) -> dict:
         data = attrs.asdict(self)
@@ -91,6 +96,21 @@ class StatsRecorder:
             self._compute_sum += latency_ns
             self._batches[1] = self._batches.get(1, 0) + 1
 
+    def record_batch(self, latencies_ns: list[int], queue_ns: int, batch_size: int, compute_ns: int) -> None:
+        """One backend execution of ``batch_size`` items answering requests that took ``latencies_ns``
+        end to end and waited ``queue_ns`` in all (one lock for the whole batch)."""
+        with self._lock:
+            window, ring, count = self._window, self._latency, self._count
+            for latency in latencies_ns:
+                ring[count % window] = latency
+                count += 1
+            self._count = count
+            self._latency_sum += sum(latencies_ns)
+            self._queue_sum += queue_ns
+            self._executions += 1
+            self._compute_sum += compute_ns
+            self._batches[batch_size] = self._batches.get(batch_size, 0) + 1
+
     def record_execution(self, batch_size: int, compute_ns: int) -> None:
         """One backend execution of ``batch_size`` requests."""
         with self._lock:
@@ -107,7 +127,7 @@ class StatsRecorder:
             else:
                 self._failed += 1
 
-    def snapshot(self, instance_utilization: tuple[float, ...] = ()) -> EngineStats:
+    def snapshot(self, instance_utilization: tuple[float, ...] = (), queue_depth: int = 0) -> EngineStats:
         with self._lock:
             count = self._count
             recent = self._latency[: min(count, self._window)].copy()
@@ -125,6 +145,7 @@ class StatsRecorder:
             throughput_per_s=count / uptime if uptime > 0 else 0.0,
             batch_size_histogram=batches,
             instance_utilization=instance_utilization,
+            queue_depth=queue_depth,
             window=len(recent),
         )
         if not count:

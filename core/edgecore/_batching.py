@@ -1,0 +1,142 @@
+"""Batching helpers for :mod:`edgecore.scheduler`: which models batch, and the adaptive batch-size limit.
+
+Concurrency: :class:`AdaptiveBatchSize` is read by the worker that forms a batch (under the
+scheduler's lock) and updated by the worker that ran it (without a lock). Its state is a handful of
+numbers; two workers updating at once can lose one sample, which only slows learning by a batch.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from edgecore.tensor import TensorSpec
+
+__all__ = ["AdaptiveBatchSize", "batch_dimension"]
+
+
+def batch_dimension(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> str | None:
+    """Why ``inputs``/``outputs`` cannot be batched along dimension 0, or None when they can.
+
+    Every input must start with the same dynamic dimension (one symbol, or the lone input's unnamed
+    one) and no output may start with a fixed one. Outputs are checked again on every batched run.
+    """
+    if not inputs:
+        return "the model has no inputs"
+    firsts = {spec.shape[0] if spec.rank else 0 for spec in inputs}
+    if len(firsts) != 1:
+        return f"its inputs start with different dimensions {sorted(map(str, firsts))}"
+    first = firsts.pop()
+    if isinstance(first, int):
+        return f"its inputs' first dimension is fixed ({first}), not a batch dimension"
+    if first is None and len(inputs) > 1:
+        return "its inputs' first dimensions are unnamed, so they need not agree"
+    fixed = [spec.name for spec in outputs if not spec.rank or isinstance(spec.shape[0], int)]
+    if fixed:
+        return f"outputs {fixed} have no dynamic first dimension"
+    return None
+
+
+def _buckets(max_batch_size: int) -> tuple[int, ...]:
+    sizes = [1]
+    while sizes[-1] * 2 <= max_batch_size:
+        sizes.append(sizes[-1] * 2)
+    if sizes[-1] != max_batch_size:
+        sizes.append(max_batch_size)
+    return tuple(sizes)
+
+
+class AdaptiveBatchSize:
+    """The batch size worth forming, learned from the compute time per item of the batches that ran.
+
+    Batch sizes fall into buckets 1, 2, 4, ... and ``max_batch_size``; each bucket keeps an
+    exponentially weighted compute time per item. First every bucket is tried ``min_samples`` times
+    (smallest first; the sweep ends early when the queue cannot fill the bucket tried), then :meth:`limit` is the bucket with the lowest time per item (the smallest of
+    those within ``tolerance`` of it: past that point throughput no longer rises, only latency does).
+    Every ``probe_every``-th batch tries a neighbouring bucket instead, alternately above and below,
+    so the choice follows the machine's load. Batches that ran smaller than asked update the bucket
+    they fall in.
+    """
+
+    def __init__(
+        self,
+        max_batch_size: int,
+        *,
+        min_samples: int = 3,
+        probe_every: int = 16,
+        tolerance: float = 0.01,
+        alpha: float = 0.25,
+    ) -> None:
+        self.sizes = _buckets(max_batch_size)
+        self.min_samples = min_samples
+        self.probe_every = probe_every
+        self.tolerance = tolerance
+        self.alpha = alpha
+        self._cost = [0.0] * len(self.sizes)  # ns per item
+        self._samples = [0] * len(self.sizes)
+        self._level = 0
+        self._sweep = 0  # bucket being tried during the first sweep; len(sizes) once done
+        self._short = 0  # batches of the sweep that ran smaller than the bucket tried
+        self._batches = 0
+        self._probe_up = True
+
+    @property
+    def chosen(self) -> int:
+        """The batch size chosen so far (the limit between probes)."""
+        return self.sizes[self._level]
+
+    def limit(self) -> int:
+        """The largest batch (in items) to form next; called once per dispatched batch."""
+        if self._sweep < len(self.sizes):
+            return self.sizes[self._sweep]
+        self._batches += 1
+        if self._batches % self.probe_every:
+            return self.sizes[self._level]
+        self._probe_up = not self._probe_up
+        step = 1 if self._probe_up else -1
+        probe = min(max(self._level + step, 0), len(self.sizes) - 1)
+        return self.sizes[probe]
+
+    def estimate_ns(self, items: int) -> float:
+        """Expected compute time of a batch of ``items`` (0 when its bucket is not measured yet)."""
+        bucket = self._bucket(items)
+        return self._cost[bucket] * items if self._samples[bucket] else 0.0
+
+    def observe(self, items: int, compute_ns: int, asked: int) -> None:
+        """A batch of ``items`` ran in ``compute_ns``; :meth:`limit` had allowed ``asked``."""
+        if items <= 0:
+            return
+        bucket = self._bucket(items)
+        per_item = compute_ns / items
+        if self._samples[bucket]:
+            self._cost[bucket] += (per_item - self._cost[bucket]) * self.alpha
+        else:
+            self._cost[bucket] = per_item
+        self._samples[bucket] += 1
+        if self._sweep < len(self.sizes):
+            if items < asked:
+                self._short += 1  # the queue did not fill the bucket being tried
+            while self._sweep < len(self.sizes) and self._samples[self._sweep] >= self.min_samples:
+                self._sweep, self._short = self._sweep + 1, 0
+            if self._short >= self.min_samples:
+                self._sweep = len(self.sizes)  # the load cannot fill larger batches now; probes will
+            if self._sweep < len(self.sizes):
+                return
+        self._choose()
+
+    def _bucket(self, items: int) -> int:
+        sizes = self.sizes
+        for index in range(len(sizes) - 1, -1, -1):
+            if sizes[index] <= items:
+                return index
+        return 0
+
+    def _choose(self) -> None:
+        measured = [i for i, n in enumerate(self._samples) if n >= self.min_samples]
+        if not measured:
+            return
+        best = min(self._cost[i] for i in measured)
+        self._level = next(i for i in measured if self._cost[i] <= best * (1 + self.tolerance))
+
+    def snapshot(self) -> dict[int, float]:
+        """Bucket size -> compute time per item in microseconds, for measured buckets."""
+        return {s: round(c / 1e3, 3) for s, c, n in zip(self.sizes, self._cost, self._samples) if n}
