@@ -29,6 +29,8 @@ from edgecore.profiling.profiler import (
     SessionData,
     Span,
     get_profiler,
+    next_batch_id,
+    next_request_id,
     profile_function,
     register_stage,
 )
@@ -48,6 +50,8 @@ __all__ = [
     "layout_sequential",
     "load_ort_profile",
     "load_trace",
+    "next_batch_id",
+    "next_request_id",
     "ort_runs_to_spans",
     "profile_function",
     "register_stage",

@@ -10,7 +10,7 @@ track.
 Alignment rules (each child span always ends up inside its parent window):
 
 * with a known time base, a run is converted exactly and paired with the window that overlaps it
-  most; the offset between the clocks is then corrected by the median of the shifts that would put
+  most (among the windows on the run's own OS thread, when there are any); the offset between the clocks is then corrected by the median of the shifts that would put
   each run inside its window (the clocks are read tens of µs apart on a busy machine), and a run
   still outside is shifted by the least amount that puts it inside;
 * without one, the newest runs are paired with the newest windows in order and each run is put at
@@ -169,13 +169,23 @@ def ort_runs_to_spans(
         if k:
             pairs = list(zip(runs[len(runs) - k:], windows[len(windows) - k:]))
     else:
-        starts = [w.start_ns for w in windows]
+        # A run is paired only with parents on its own thread when there are any (onnxruntime's
+        # profile records OS thread ids, as edgecore does): concurrent instances stay apart.
+        by_tid: dict[Any, list[Window]] = {}
+        for w in windows:
+            by_tid.setdefault(w.tid, []).append(w)
+        starts_of = {tid: [w.start_ns for w in ws] for tid, ws in by_tid.items()}
+        all_starts = [w.start_ns for w in windows]
         for run in runs:
             r0 = perf_offset_ns + run.start_us * 1000.0
             r1 = perf_offset_ns + run.end_us * 1000.0
             best, best_overlap = None, 0.0
+            if run.tid is not None and run.tid in by_tid:
+                candidates, starts = by_tid[run.tid], starts_of[run.tid]
+            else:
+                candidates, starts = windows, all_starts
             hi = bisect.bisect_right(starts, r1)
-            for w in windows[max(0, hi - 8):hi]:  # parents do not nest; the last few starting before r1
+            for w in candidates[max(0, hi - 8):hi]:  # parents do not nest; the last few starting before r1
                 overlap = min(r1, w.end_ns) - max(r0, w.start_ns)
                 if overlap > best_overlap or (best is None and overlap >= 0):
                     best, best_overlap = w, overlap

@@ -50,6 +50,8 @@ __all__ = [
     "SessionData",
     "Span",
     "get_profiler",
+    "next_batch_id",
+    "next_request_id",
     "profile_function",
     "register_stage",
 ]
@@ -84,6 +86,13 @@ def register_stage(name: str, category: str) -> None:
     _STAGES[name] = category
 
 _now = time.perf_counter_ns
+
+#: Process-wide request and batch numbers, so that the requests of every engine in one trace have
+#: distinct ids: ``next()`` on an ``itertools.count`` is atomic (a single C call). The scheduler
+#: numbers every request it accepts; the direct path (``Engine.run``) numbers requests only while a
+#: session records.
+next_request_id: Callable[[], int] = itertools.count(1).__next__
+next_batch_id: Callable[[], int] = itertools.count(1).__next__
 # The OS thread id of the calling thread, cached per thread: get_native_id() is a system call, and
 # get_ident() values are reused by new threads once old ones end (one thread's name would stick).
 _tls = threading.local()
