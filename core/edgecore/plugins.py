@@ -36,6 +36,7 @@ GROUP = hookspecs.PROJECT
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "edgecore._default_plugin",
     "edgecore.zoo.plugin",
+    "edgecore.bench.plugin",
     "edgecore.optimize.plugin",
 )
 

@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "edgecore.cli.optimize",
     "edgecore.cli.zoo",
     "edgecore.cli.trace",
+    "edgecore.cli.bench",
 )
 
 

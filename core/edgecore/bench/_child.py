@@ -1,0 +1,100 @@
+"""The child process of the cold-start and memory measurements.
+
+Runs in a fresh interpreter started by :mod:`edgecore.bench.child`, whose bootstrap takes the clock
+before importing anything and calls :func:`main` with one JSON document:
+
+``mode``    ``engine`` (import, load, compile through ``Engine``, first inference), ``raw`` (the same
+            with the backend's raw-runtime baseline session instead of ``Engine``) or ``import``
+            (import edgecore and the backend's runtime only: the memory baseline)
+``source``  model path or ``zoo:NAME``; ``config`` EngineConfig fields; ``backend`` name (or auto)
+``batch``, ``seed``, ``sequence``: the inputs; ``steady``: queries run after the first, before the
+            parent reads the peak memory; ``spawned``: the parent's ``time.time()`` at spawn
+
+It writes protocol lines to stdout, each prefixed with ``@@edgecore-bench``: ``first_result`` with
+the stage timings, then ``ready``, then waits for a line on stdin (while it waits, the parent reads
+its peak and current RSS from outside), and exits. Anything else on stdout is ignored; logs go to
+stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+MARK = "@@edgecore-bench "
+
+
+def _say(event: str, **data: object) -> None:
+    sys.stdout.write(MARK + json.dumps({"event": event, **data}) + "\n")
+    sys.stdout.flush()
+
+
+def _config(fields: dict):
+    from edgecore.config import EngineConfig
+
+    return EngineConfig(**fields)
+
+
+def main(spec: dict, started: tuple[float, float] | None = None) -> None:
+    """Run one measurement. ``started``: ``(time.time(), time.perf_counter())`` when the interpreter
+    reached the bootstrap, before any import."""
+    wall, t = started or (time.time(), time.perf_counter())
+    began = t
+    stages = {"interpreter_ms": max(0.0, (wall - float(spec.get("spawned", wall))) * 1e3)}
+    mode = spec["mode"]
+    clock = time.perf_counter
+
+    from edgecore.backend import backend_for
+    from edgecore.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    config = _config(spec.get("config") or {})
+    backend = spec.get("backend") or config.backend
+    if backend != "auto":
+        backend_for(pm.backends()[backend]).availability()  # imports the runtime the backend wraps
+    stages["import_ms"] = (clock() - t) * 1e3
+    if mode == "import":
+        _say("first_result", stages=stages, backend=backend)
+        _say("ready")
+        sys.stdin.readline()
+        return
+
+    from edgecore.cli.run import random_feeds
+    from edgecore.graph import Graph
+
+    t = clock()
+    graph = Graph.load(spec["source"])
+    stages["load_ms"] = (clock() - t) * 1e3
+
+    t = clock()
+    if mode == "engine":
+        from edgecore.engine import Engine
+
+        engine = Engine(config, plugin_manager=pm).load(graph)
+        run, backend = engine.run, engine.backend
+        from edgecore import __version__ as version
+
+        runtime = "edgecore"
+    elif mode == "raw":
+        from edgecore.bench.registry import get_baseline
+
+        session = get_baseline(pm, backend).runner(graph, config.compile_options())
+        run, runtime, version = session.run, session.runtime, session.version
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+    stages["compile_ms"] = (clock() - t) * 1e3
+
+    feeds = random_feeds(graph.inputs, batch=int(spec.get("batch", 1)), seed=int(spec.get("seed", 0)),
+                         sequence=int(spec.get("sequence", 128)))
+    t = clock()
+    run(feeds)
+    stages["first_inference_ms"] = (clock() - t) * 1e3
+    stages["in_process_ms"] = (clock() - began) * 1e3
+    _say("first_result", stages=stages, backend=backend, runtime=runtime, version=version)
+
+    for _ in range(int(spec.get("steady", 0))):
+        run(feeds)
+    _say("ready")
+    sys.stdin.readline()
+
