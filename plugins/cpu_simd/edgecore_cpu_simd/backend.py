@@ -7,12 +7,31 @@ arrays handed back are the caller's; their blocks return to the pool when the ca
 
 Concurrency: one ``InferenceSession`` serves every thread (ORT's ``run`` is thread-safe); each thread
 keeps its own IOBinding (bindings are not), created on first use.
+
+Per-operator profiling (``CompileOptions.profile_ops``): the session is created with ORT's profiler
+on (``SessionOptions.enable_profiling``, file prefix in the temp folder). ORT keeps every run's
+kernel timings in memory and writes them only at ``end_profiling()``, after which that session
+records no more. So the compiled model registers a flush hook with the process-wide profiler: when
+an edgecore profiling session stops, the hook ends ORT's profile, merges it into the trace as child
+spans of this backend's ``backend_execute`` spans (``model_run`` and one span per kernel, matched by
+thread and time), deletes the file, and swaps in a fresh profiling ``InferenceSession`` built from
+the same graph and options, so that the next profiling session gets per-op spans too. The swap costs
+one session creation (tens to hundreds of ms, in ``stop_global_session``); it is skipped when no
+``cpu_simd`` span was recorded. ``run`` is not changed by any of this: a thread that read the old
+binding as the swap happened runs it on the new session (ORT runs a binding by its names and
+values), and the previous sessions are kept alive (``_RETIRED``) so that such a binding never points
+at a freed session. Between profiling sessions ORT keeps accumulating kernel events (about 100 per
+run for a CNN): use ``profile_ops`` for profiling runs, not for serving.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 import logging
+import os
+import tempfile
 import threading
 from typing import Any, Mapping
 
@@ -38,6 +57,8 @@ _OPTIONS = {
 }
 _CONFIG_PREFIXES = ("session.", "mlas.", "optimization.", "kernel.")
 _SHAPE_CACHE = 64  # distinct input-shape signatures whose output shapes are remembered
+_RETIRED = 2  # sessions replaced by a profiling renewal, kept alive for bindings still in flight
+_profile_files = itertools.count()
 
 
 @functools.cache
@@ -122,6 +143,9 @@ class CpuSimdBackend(Backend):
             self._apply_option(so, key, value)
         if options.profile_ops:
             so.enable_profiling = True
+            so.profile_file_prefix = os.path.join(
+                tempfile.gettempdir(), f"edgecore-ort-profile-{os.getpid()}-{next(_profile_files)}"
+            )
         return so
 
     def _apply_option(self, so: Any, key: str, value: Any) -> None:
@@ -178,6 +202,15 @@ class OrtCompiledModel(CompiledModel):
         self._weights_bytes = sum(
             v.const_value.nbytes for v in graph.model.graph.initializers.values() if v.const_value is not None
         )
+        self._op_profiling = bool(options.profile_ops) and session.get_session_options().enable_profiling
+        if self._op_profiling:
+            from edgecore.profiling import get_profiler
+
+            self._graph = graph  # to build a fresh profiling session after each merge
+            self._retired: collections.deque = collections.deque(maxlen=_RETIRED)
+            self._profile_lock = threading.Lock()
+            self._profile_closed = False
+            get_profiler().add_flush_hook(self._flush_op_profile)
 
     def _new_binding(self) -> Any:
         binding = self._local.binding = self._binding_type(self._sess)
@@ -246,12 +279,72 @@ class OrtCompiledModel(CompiledModel):
         return {name: result[name] for name in self._out_names}
 
     def end_profiling(self) -> str | None:
-        """Stop ORT's profiler (``profile_ops``) and return its trace file path."""
+        """Stop ORT's profiler (``profile_ops``) and return its trace file path (the caller's to
+        delete); later runs are not profiled. Without ``profile_ops``, None."""
         with self._lock:
             return self.session.end_profiling() if self.session.get_session_options().enable_profiling else None
+
+    # -- per-operator profiling (profile_ops): see the module docstring --------------------------------
+
+    def _flush_op_profile(self, profiler: Any, *, renew: bool = True) -> None:
+        """Flush hook: merge ORT's kernel timings into the stopping session, then renew the session."""
+        match = {"backend": self.backend}
+        with self._profile_lock:
+            if self._profile_closed or not profiler.spans("backend_execute", match):
+                return
+            session = self.session
+            time_base = session.get_profiling_start_time_ns()
+            path = session.end_profiling()
+            if renew:
+                try:
+                    self._renew_session()
+                except Exception:  # keep serving on the old session, unprofiled
+                    logger.exception("cpu_simd: could not create a fresh profiling session; profile_ops stops here")
+            else:
+                self._profile_closed = True
+        if not path:  # ended already (end_profiling() called by hand)
+            return
+        try:
+            added = profiler.merge_backend_events(path, match=match, time_base_unix_ns=time_base, backend=self.backend)
+            logger.debug("cpu_simd: merged %d onnxruntime profile events from %s", added, path)
+        finally:
+            _remove(path)
+
+    def _renew_session(self) -> None:
+        ort = _ort()
+        old = self.session
+        fresh = ort.InferenceSession(self._graph.to_bytes(), old.get_session_options(), providers=["CPUExecutionProvider"])
+        self._retired.append(old)
+        self.session, self._sess = fresh, fresh._sess
+        self._local = threading.local()  # new bindings, on the new session
+
+    def _close_op_profile(self) -> None:
+        from edgecore.profiling import get_profiler
+
+        profiler = get_profiler()
+        profiler.remove_flush_hook(self._flush_op_profile)  # first: it takes the profiler's lock
+        if profiler.active:  # this model's runs so far belong to the running trace
+            self._flush_op_profile(profiler, renew=False)
+        with self._profile_lock:
+            self._retired.clear()
+            if self._profile_closed:
+                return
+            self._profile_closed = True
+            path = self.session.end_profiling()  # else ORT writes the file when the session dies
+        _remove(path)
 
     def memory_bytes(self) -> int:
         return self._weights_bytes
 
     def close(self) -> None:
+        if self._op_profiling:
+            self._close_op_profile()
         self._local = threading.local()
+
+
+def _remove(path: str | None) -> None:
+    if path:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
