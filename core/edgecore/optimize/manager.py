@@ -43,6 +43,7 @@ from edgecore.optimize.report import (
     OptimizationReport,
     PassRecord,
 )
+from edgecore.profiling.profiler import get_profiler
 from edgecore.specs import PassSpec
 
 if TYPE_CHECKING:
@@ -238,12 +239,19 @@ class PassManager:
         current, current_outputs, current_stats = graph, reference, GraphStats.of(graph)
         original_stats = current_stats
         records: list[PassRecord] = []
+        profiler = get_profiler()
         for spec in specs:
             context = PassContext(
                 config=config, samples=samples, evaluator=evaluator, reference=reference,
                 original_accuracy=original_accuracy, spec=spec,
             )
+            pass_started = time.perf_counter_ns()
             record, candidate, outputs = self._run_pass(spec, context, current, current_outputs, current_stats)
+            if profiler.active:  # the "optimize/<pass>" trace stage: the pass and its check
+                profiler.record(f"optimize/{spec.name}", pass_started, time.perf_counter_ns(), args={
+                    "pass": spec.name, "stage": spec.stage, "status": record.status, "backend": backend,
+                    "model": graph.name,
+                })
             records.append(record)
             if record.status == KEPT:
                 current, current_outputs, current_stats = candidate, outputs, record.after
