@@ -4,6 +4,11 @@ Concurrency: ``load``/``close`` are not meant to race with each other; ``run`` m
 number of threads at once once the engine is loaded (the compiled model is thread-safe, statistics
 take a short lock). ``submit``/``run_async`` hand requests to the :class:`~edgecore.scheduler.Scheduler`
 (started on first use, under ``_lock``), whose worker threads run them; see that module.
+
+Profiling: while a session of the process-wide profiler records, ``run`` takes ``_run_traced``
+(spans ``inference_total`` and ``backend_execute``), ``load`` records ``model_load`` and ``compile``;
+with no session, ``run`` pays one attribute check. Metrics: a loaded engine is registered with
+:func:`edgecore.metrics.track` (weakly) until ``close``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from edgecore.errors import BackendUnavailableError, EngineClosedError, Unsuppor
 from edgecore.graph import Graph, ModelSource, describe_source
 from edgecore.inputs import FeedChecker
 from edgecore.memory import MemoryPool
+from edgecore.metrics import EngineMetrics, MetricsSample, ProcessSampler, track, untrack
+from edgecore.profiling.profiler import get_profiler, next_batch_id, next_request_id
 from edgecore.stats import EngineStats, StatsRecorder
 
 if TYPE_CHECKING:
@@ -35,6 +42,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["Engine"]
+
+_now = time.perf_counter_ns
 
 
 class Engine:
@@ -68,6 +77,8 @@ class Engine:
         self._lock = threading.Lock()  # starting/stopping the scheduler
         self._check: FeedChecker | None = None
         self._stats = StatsRecorder()
+        self._profiler = get_profiler()
+        self._process: ProcessSampler | None = None  # CPU/memory readings for metrics(), from load on
         self._closed = False
 
     # -- life --------------------------------------------------------------------------------------
@@ -76,13 +87,16 @@ class Engine:
         """Load, validate and compile a model (path, bytes, ModelProto, Graph or ``"zoo:NAME"``)."""
         if self._closed:
             raise EngineClosedError("this engine is closed; create a new Engine")
+        load_started = _now()
         graph = Graph.load(source)
+        if self._profiler.active:
+            self._profiler.record("model_load", load_started, _now(), args={"model": graph.name})
         spec = self._select_backend(graph)
         backend = backend_for(spec)
         started = time.perf_counter()
         options = self._compile_options(spec)
-        compiled = backend.compile(graph, options)
-        instances = tuple(backend.compile(graph, options) for _ in range(self.config.instances - 1))
+        compiled = self._compile(backend, graph, options, 0)
+        instances = tuple(self._compile(backend, graph, options, i) for i in range(1, self.config.instances))
         logger.info(
             "compiled %s on %s in %.1f ms", describe_source(source), spec.name, (time.perf_counter() - started) * 1e3
         )
@@ -92,8 +106,20 @@ class Engine:
                 previous.close()
         self.graph, self.backend_spec, self._compiled, self._instances = graph, spec, compiled, instances
         self._check = FeedChecker(compiled.inputs)
+        if self._process is None:
+            self._process = ProcessSampler()
         self._pm.hook.edgecore_engine_started(engine=self)
+        track(self)
         return self
+
+    def _compile(self, backend: Backend, graph: Graph, options: Any, instance: int) -> CompiledModel:
+        started = _now()
+        compiled = backend.compile(graph, options)
+        if self._profiler.active:
+            self._profiler.record("compile", started, _now(), args={
+                "model": graph.name, "backend": backend.name, "instance": instance,
+            })
+        return compiled
 
     def optimize(self, config: OptimizationConfig | None = None) -> OptimizationReport:
         """Optimize the loaded model with checked passes and recompile it on the same backend.
@@ -112,8 +138,8 @@ class Engine:
         graph, report = manager.run(self.graph)
         if graph is not self.graph:
             backend, options = backend_for(self.backend_spec), self._compile_options(self.backend_spec)
-            compiled = backend.compile(graph, options)
-            instances = tuple(backend.compile(graph, options) for _ in range(self.config.instances - 1))
+            compiled = self._compile(backend, graph, options, 0)
+            instances = tuple(self._compile(backend, graph, options, i) for i in range(1, self.config.instances))
             self._stop_scheduler(drain=True)  # queued requests finish on the models that checked them
             previous = (self._compiled, *self._instances)
             self.graph, self._compiled, self._instances = graph, compiled, instances
@@ -153,6 +179,7 @@ class Engine:
             for compiled in (self._compiled, *self._instances):
                 compiled.close()
             self._pm.hook.edgecore_engine_closed(engine=self)
+        untrack(self)
         self._compiled, self._instances = None, ()
 
     def __enter__(self) -> Engine:
@@ -175,6 +202,8 @@ class Engine:
             self._not_ready()
         if self.config.enable_dynamic_batching:
             return self._run_queued(feeds, out)
+        if self._profiler.active:
+            return self._run_traced(compiled, feeds, out)
         arrays = self._check(feeds)
         started = time.perf_counter_ns()
         try:
@@ -184,6 +213,39 @@ class Engine:
             raise
         self._stats.record_direct(time.perf_counter_ns() - started)
         return result
+
+    def _run_traced(
+        self, compiled: CompiledModel, feeds: Mapping[str, Any], out: Mapping[str, np.ndarray] | None
+    ) -> dict[str, np.ndarray]:
+        """``run`` while a profiling session records: the same work, plus ``inference_total`` (the
+        whole call) and ``backend_execute`` (the compiled model's run), sharing one args dict."""
+        rid = next_request_id()
+        started = _now()
+        args = {"batch_id": next_batch_id(), "batch_size": 1, "backend": self.backend, "model": self.graph.name}
+        executed = finished = 0
+        try:
+            arrays = self._check(feeds)
+            first = next(iter(arrays.values()), None)
+            if first is not None and first.ndim:
+                args["batch_size"] = int(first.shape[0])
+            executed = _now()
+            try:
+                result = compiled.run(arrays, out)
+            except Exception:
+                self._stats.record_failure()
+                raise
+            finished = _now()
+            self._stats.record_direct(finished - executed)
+            return result
+        except BaseException as exc:
+            args["error"] = type(exc).__name__
+            raise
+        finally:
+            end = _now()
+            record = self._profiler.record
+            if executed:
+                record("backend_execute", executed, finished or end, request_id=rid, args=args)
+            record("inference_total", started, end, request_id=rid, args=args)
 
     def submit(self, feeds: Mapping[str, Any], *, priority: int = 0, timeout_ms: float | None = None) -> Future:
         """Queue one request for the scheduler; the future resolves to the outputs by name.
@@ -270,6 +332,59 @@ class Engine:
         if scheduler is None:
             return self._stats.snapshot()
         return self._stats.snapshot(instance_utilization=scheduler.utilization(), queue_depth=scheduler.queued)
+
+    def metrics(self) -> EngineMetrics:
+        """Resources now: process RSS and peak RSS, CPU utilization (psutil, since the previous
+        reading), the compiled models' memory, memory-pool statistics and queue depth."""
+        sampler = self._process
+        if sampler is None:
+            sampler = self._process = ProcessSampler()
+        rss, peak = sampler.memory()
+        scheduler = self._scheduler
+        compiled = (self._compiled, *self._instances) if self._compiled is not None else ()
+        return EngineMetrics(
+            model=self.graph.name if self.graph is not None else "",
+            backend=self.backend,
+            memory_usage_bytes=rss,
+            peak_memory_bytes=peak,
+            cpu_utilization_percent=sampler.cpu_percent(),
+            cpu_count=sampler.cpu_count,
+            model_memory_bytes=sum(c.memory_bytes() for c in compiled),
+            pool=self.pool.statistics() if self.pool is not None else None,
+            queue_depth=scheduler.queued if scheduler is not None else 0,
+            timestamp=time.time(),
+        )
+
+    def metrics_sample(self) -> MetricsSample:
+        """What the Prometheus collector exposes for this engine (:mod:`edgecore.metrics`).
+
+        Counters come from the same snapshot as :meth:`stats`: ``inference_count`` = items executed
+        (the batch-size histogram's sum, Triton's rule), ``inference_exec_count`` =
+        ``total_executions``, ``request_success`` = ``total_inferences``, ``request_failure`` =
+        failed + rejected + timed out.
+        """
+        scheduler = self._scheduler
+        stats, hist = self._stats.snapshot_with_histograms(queue_depth=scheduler.queued if scheduler is not None else 0)
+        m = self.metrics()
+        pool = m.pool
+        return MetricsSample(
+            model=m.model,
+            backend=m.backend,
+            inference_count=sum(size * n for size, n in stats.batch_size_histogram.items()),
+            inference_exec_count=stats.total_executions,
+            request_success=stats.total_inferences,
+            request_failure=stats.failed_inferences + stats.rejected_requests + stats.timed_out_requests,
+            request_duration_us=hist.request_duration_us,
+            queue_duration_us=hist.queue_duration_us,
+            compute_duration_us=hist.compute_duration_us,
+            batch_size=hist.batch_size,
+            memory_usage_bytes=m.memory_usage_bytes,
+            peak_memory_bytes=m.peak_memory_bytes,
+            cpu_utilization_percent=m.cpu_utilization_percent,
+            queue_depth=stats.queue_depth,
+            pool_in_use_bytes=pool.in_use_bytes if pool is not None else None,
+            pool_reserved_bytes=pool.reserved_bytes if pool is not None else None,
+        )
 
     # -- backend choice ----------------------------------------------------------------------------
 

@@ -1,4 +1,9 @@
-"""Prometheus exposition of engine statistics, with Triton-like metric names.
+"""Engine metrics: the ``engine.metrics()`` snapshot, and their Prometheus exposition with
+Triton-like metric names.
+
+``engine.metrics()`` returns an :class:`EngineMetrics` (the seed's ``memory_usage_bytes`` and
+``cpu_utilization_percent``, peak memory, pool statistics, queue depth), measured on the process by
+a :class:`ProcessSampler` (psutil).
 
 An engine describes itself to this module with one frozen record, :class:`MetricsSample`, built on
 demand (at scrape time) by ``engine.metrics_sample()`` -- or by any zero-argument callable. The
@@ -44,7 +49,10 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
+import sys
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, Union
 
@@ -53,15 +61,19 @@ import attrs
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
+    from edgecore.memory import PoolStatistics
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_BATCH_BUCKETS",
     "DEFAULT_LATENCY_BUCKETS_US",
     "EngineCollector",
+    "EngineMetrics",
     "HistogramSample",
     "LatencyHistogram",
     "MetricsSample",
+    "ProcessSampler",
     "default_collector",
     "generate_latest",
     "make_registry",
@@ -191,6 +203,84 @@ class MetricsSample:
     queue_depth: int = attrs.field(default=0, validator=_non_negative)
     pool_in_use_bytes: int | None = _opt_int
     pool_reserved_bytes: int | None = _opt_int
+
+
+@attrs.frozen(kw_only=True)
+class EngineMetrics:
+    """What ``engine.metrics()`` returns: the process and the engine's resources at one moment.
+
+    ``memory_usage_bytes``: the process's resident set size (RSS); ``peak_memory_bytes``: its peak
+    RSS since it started; ``cpu_utilization_percent``: CPU time the process used over wall time,
+    as a share of all logical cores (0-100), measured since the previous reading taken at least
+    ``ProcessSampler.min_interval_s`` earlier (or since the engine loaded); ``model_memory_bytes``:
+    what the compiled models report holding; ``pool``: the memory pool's statistics (None without
+    a pool); ``queue_depth``: requests waiting in the scheduler queue.
+    """
+
+    model: str
+    backend: str
+    memory_usage_bytes: int
+    peak_memory_bytes: int
+    cpu_utilization_percent: float
+    cpu_count: int
+    model_memory_bytes: int = 0
+    pool: PoolStatistics | None = None
+    queue_depth: int = 0
+    timestamp: float = 0.0  # time.time() of the reading
+
+    def to_json(self) -> dict[str, Any]:
+        data = attrs.asdict(self, recurse=False)
+        data["pool"] = self.pool.to_json() if self.pool is not None else None
+        return data
+
+
+class ProcessSampler:
+    """RSS, peak RSS and CPU utilization of this process (psutil), for :class:`EngineMetrics`.
+
+    CPU utilization is the process's CPU time over the wall time since the previous reading, divided
+    by the logical core count. Readings closer together than ``min_interval_s`` return the previous
+    figure, so that two consumers (a Prometheus scrape and ``engine.metrics()``) do not shrink each
+    other's window to nothing. Thread-safe.
+    """
+
+    def __init__(self, min_interval_s: float = 0.5) -> None:
+        import psutil
+
+        self.min_interval_s = min_interval_s
+        self._process = psutil.Process()
+        self.cpu_count = psutil.cpu_count() or os.cpu_count() or 1
+        self._lock = threading.Lock()
+        self._wall, self._cpu = time.monotonic(), self._cpu_seconds()
+        self._percent: float | None = None
+
+    def _cpu_seconds(self) -> float:
+        times = self._process.cpu_times()
+        return times.user + times.system
+
+    def cpu_percent(self) -> float:
+        with self._lock:
+            wall, cpu = time.monotonic(), self._cpu_seconds()
+            elapsed = wall - self._wall
+            if self._percent is not None and elapsed < self.min_interval_s:
+                return self._percent
+            percent = 100.0 * (cpu - self._cpu) / elapsed / self.cpu_count if elapsed > 0 else 0.0
+            self._percent = max(0.0, percent)
+            self._wall, self._cpu = wall, cpu
+            return self._percent
+
+    def memory(self) -> tuple[int, int]:
+        """(RSS, peak RSS) of the process in bytes."""
+        info = self._process.memory_info()
+        rss = int(info.rss)
+        peak = getattr(info, "peak_wset", None)  # Windows
+        if peak is None:
+            try:
+                import resource
+            except ImportError:  # pragma: no cover - not POSIX
+                return rss, rss
+            maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak = maxrss if sys.platform == "darwin" else maxrss * 1024  # bytes on macOS, KiB elsewhere
+        return rss, max(int(peak), rss)
 
 
 Provider = Union[Callable[[], MetricsSample], Any]  # a callable, or an object with metrics_sample()

@@ -1,11 +1,18 @@
-"""Request statistics: exact counts, latency percentiles over a sliding window.
+"""Request statistics: exact counts, latency percentiles over a sliding window, and cumulative
+latency histograms (the Prometheus exposition's ``edgecore_*_duration_us``).
 
 Concurrency: ``record`` is called from every thread that finishes a request; one lock guards the
-counters and the ring of recent latencies. ``snapshot`` copies under the lock and computes outside it.
+counters, the histogram buckets and the ring of recent latencies. ``snapshot`` copies under the lock
+and computes outside it.
+
+Cost on the direct path (``record_direct``, once per ``Engine.run``): one lock, the ring store, one
+bisect into the latency buckets and one bucket increment. Queue, compute and batch-size histograms
+of direct requests are derived at snapshot time (queue 0, compute = latency, batch size 1).
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from typing import Mapping
@@ -13,9 +20,14 @@ from typing import Mapping
 import attrs
 import numpy as np
 
-__all__ = ["EngineStats", "StatsRecorder"]
+from edgecore.metrics import DEFAULT_BATCH_BUCKETS, DEFAULT_LATENCY_BUCKETS_US, HistogramSample
+
+__all__ = ["EngineStats", "StatsHistograms", "StatsRecorder"]
 
 WINDOW = 65536  # latencies kept for percentiles
+#: Latency bucket bounds in ns (bisect_left: a value equal to a bound falls in that bucket, "le").
+_BOUNDS_NS = tuple(int(b * 1000) for b in DEFAULT_LATENCY_BUCKETS_US)
+_BUCKETS = len(_BOUNDS_NS) + 1
 
 
 def _ms(ns: float) -> float:
@@ -62,6 +74,29 @@ class EngineStats:
         return data
 
 
+@attrs.frozen(kw_only=True)
+class StatsHistograms:
+    """Cumulative histograms since the engine started, in µs (batch size in items).
+
+    ``request_duration_us``: end-to-end latency of each successful request; ``queue_duration_us``:
+    its wait in the queue (0 on the direct path); ``compute_duration_us``: the backend execution
+    that answered it (one observation per request, so a batch of 8 adds 8); ``batch_size``: one
+    observation per execution.
+    """
+
+    request_duration_us: HistogramSample
+    queue_duration_us: HistogramSample
+    compute_duration_us: HistogramSample
+    batch_size: HistogramSample
+
+
+_bisect = bisect.bisect_left
+
+
+def _bucket(value_ns: int) -> int:
+    return _bisect(_BOUNDS_NS, value_ns)
+
+
 class StatsRecorder:
     """Collects per-request and per-execution figures for :class:`EngineStats`."""
 
@@ -77,17 +112,31 @@ class StatsRecorder:
         self._executions = 0
         self._batches: dict[int, int] = {}
         self._started = time.perf_counter()
+        # Histogram buckets: direct requests (latency = compute, queue 0) in one list; the others
+        # (scheduler, record) in three. Sums: _latency_sum and _queue_sum cover every request;
+        # _other_latency_sum / _other_compute_sum only the non-direct ones.
+        self._h_direct = [0] * _BUCKETS
+        self._h_request = [0] * _BUCKETS
+        self._h_queue = [0] * _BUCKETS
+        self._h_compute = [0] * _BUCKETS
+        self._other_latency_sum = 0
+        self._other_compute_sum = 0
 
     def record(self, latency_ns: int, queue_ns: int = 0) -> None:
         """One request answered successfully."""
+        i, q = _bucket(latency_ns), _bucket(queue_ns)
         with self._lock:
             self._latency[self._count % self._window] = latency_ns
             self._count += 1
             self._latency_sum += latency_ns
             self._queue_sum += queue_ns
+            self._h_request[i] += 1
+            self._h_queue[q] += 1
+            self._other_latency_sum += latency_ns
 
     def record_direct(self, latency_ns: int) -> None:
         """One request run directly (no queue): one execution of batch size 1."""
+        i = _bisect(_BOUNDS_NS, latency_ns)
         with self._lock:
             self._latency[self._count % self._window] = latency_ns
             self._count += 1
@@ -95,21 +144,38 @@ class StatsRecorder:
             self._executions += 1
             self._compute_sum += latency_ns
             self._batches[1] = self._batches.get(1, 0) + 1
+            self._h_direct[i] += 1
 
     def record_batch(self, latencies_ns: list[int], queue_ns: int, batch_size: int, compute_ns: int) -> None:
         """One backend execution of ``batch_size`` items answering requests that took ``latencies_ns``
         end to end and waited ``queue_ns`` in all (one lock for the whole batch)."""
+        n = len(latencies_ns)
+        total = sum(latencies_ns)
+        # Every request of a batch left the queue at the same moment and was answered by the same
+        # run, so latency_i - queue_i is the same for all: (sum of latencies - sum of waits) / n.
+        service = (total - queue_ns) // n if n else 0
+        lat_buckets = [_bucket(latency) for latency in latencies_ns]
+        queue_buckets = [_bucket(max(latency - service, 0)) for latency in latencies_ns]
+        c = _bucket(compute_ns)
         with self._lock:
             window, ring, count = self._window, self._latency, self._count
             for latency in latencies_ns:
                 ring[count % window] = latency
                 count += 1
             self._count = count
-            self._latency_sum += sum(latencies_ns)
+            self._latency_sum += total
             self._queue_sum += queue_ns
             self._executions += 1
             self._compute_sum += compute_ns
             self._batches[batch_size] = self._batches.get(batch_size, 0) + 1
+            h_request, h_queue = self._h_request, self._h_queue
+            for i in lat_buckets:
+                h_request[i] += 1
+            for i in queue_buckets:
+                h_queue[i] += 1
+            self._h_compute[c] += n
+            self._other_latency_sum += total
+            self._other_compute_sum += compute_ns * n
 
     def record_execution(self, batch_size: int, compute_ns: int) -> None:
         """One backend execution of ``batch_size`` requests."""
@@ -128,13 +194,34 @@ class StatsRecorder:
                 self._failed += 1
 
     def snapshot(self, instance_utilization: tuple[float, ...] = (), queue_depth: int = 0) -> EngineStats:
+        return self.snapshot_with_histograms(instance_utilization, queue_depth, histograms=False)[0]
+
+    def snapshot_with_histograms(
+        self, instance_utilization: tuple[float, ...] = (), queue_depth: int = 0, *, histograms: bool = True
+    ) -> tuple[EngineStats, StatsHistograms | None]:
+        """The statistics and (when asked) the histograms, from one consistent copy."""
         with self._lock:
             count = self._count
             recent = self._latency[: min(count, self._window)].copy()
             latency_sum, queue_sum, compute_sum = self._latency_sum, self._queue_sum, self._compute_sum
             executions, batches = self._executions, dict(sorted(self._batches.items()))
             failed, rejected, timed_out = self._failed, self._rejected, self._timed_out
+            if histograms:
+                hist = (list(self._h_direct), list(self._h_request), list(self._h_queue), list(self._h_compute),
+                        self._other_latency_sum, self._other_compute_sum)
         uptime = time.perf_counter() - self._started
+        stats = self._stats(count, recent, latency_sum, queue_sum, compute_sum, executions, batches, failed, rejected,
+                            timed_out, uptime, instance_utilization, queue_depth)
+        if not histograms:
+            return stats, None
+        return stats, _histograms(*hist, latency_sum=latency_sum, queue_sum=queue_sum, batches=batches)
+
+    @staticmethod
+    def _stats(
+        count: int, recent: np.ndarray, latency_sum: int, queue_sum: int, compute_sum: int, executions: int,
+        batches: dict[int, int], failed: int, rejected: int, timed_out: int, uptime: float,
+        instance_utilization: tuple[float, ...], queue_depth: int,
+    ) -> EngineStats:
         stats = EngineStats(
             total_inferences=count,
             failed_inferences=failed,
@@ -162,3 +249,30 @@ class StatsRecorder:
             average_queue_ms=_ms(queue_sum / count),
             average_compute_ms=_ms(compute_sum / executions) if executions else 0.0,
         )
+
+
+def _histograms(
+    direct: list[int], request: list[int], queue: list[int], compute: list[int], other_latency_sum: int,
+    other_compute_sum: int, *, latency_sum: int, queue_sum: int, batches: dict[int, int],
+) -> StatsHistograms:
+    direct_count = sum(direct)
+    direct_sum = latency_sum - other_latency_sum
+    queue = list(queue)
+    queue[0] += direct_count  # direct requests wait 0 ns
+    batch_counts = [0] * (len(DEFAULT_BATCH_BUCKETS) + 1)
+    for size, n in batches.items():
+        batch_counts[bisect.bisect_left(DEFAULT_BATCH_BUCKETS, size)] += n
+    bounds = DEFAULT_LATENCY_BUCKETS_US
+    return StatsHistograms(
+        request_duration_us=HistogramSample(
+            bounds=bounds, counts=[a + b for a, b in zip(direct, request)], sum=latency_sum / 1000.0
+        ),
+        queue_duration_us=HistogramSample(bounds=bounds, counts=queue, sum=queue_sum / 1000.0),
+        compute_duration_us=HistogramSample(
+            bounds=bounds, counts=[a + b for a, b in zip(direct, compute)],
+            sum=(direct_sum + other_compute_sum) / 1000.0,
+        ),
+        batch_size=HistogramSample(
+            bounds=DEFAULT_BATCH_BUCKETS, counts=batch_counts, sum=float(sum(k * v for k, v in batches.items()))
+        ),
+    )
