@@ -91,8 +91,10 @@ _now = time.perf_counter_ns
 #: distinct ids: ``next()`` on an ``itertools.count`` is atomic (a single C call). The scheduler
 #: numbers every request it accepts; the direct path (``Engine.run``) numbers requests only while a
 #: session records.
-next_request_id: Callable[[], int] = itertools.count(1).__next__
-next_batch_id: Callable[[], int] = itertools.count(1).__next__
+REQUEST_IDS = itertools.count(1)
+BATCH_IDS = itertools.count(1)
+next_request_id: Callable[[], int] = REQUEST_IDS.__next__
+next_batch_id: Callable[[], int] = BATCH_IDS.__next__
 # The OS thread id of the calling thread, cached per thread: get_native_id() is a system call, and
 # get_ident() values are reused by new threads once old ones end (one thread's name would stick).
 _tls = threading.local()
