@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import itertools
 import logging
 import threading
 import time
@@ -73,7 +72,7 @@ import numpy as np
 
 from edgecore._batching import AdaptiveBatchSize, batch_dimension
 from edgecore.errors import ConfigurationError, EngineClosedError, QueueFullError, RequestTimeoutError
-from edgecore.profiling.profiler import get_profiler
+from edgecore.profiling.profiler import REQUEST_IDS, get_profiler, next_batch_id
 
 if TYPE_CHECKING:
     from edgecore.backend import CompiledModel
@@ -155,7 +154,7 @@ class Scheduler:
         self._last_arrival = 0
         self._arrival_gap = float(_NEVER)  # exponentially weighted ns between submits
         self._closing = False
-        self._ids = itertools.count()
+        self._ids = REQUEST_IDS  # process-wide, so that requests of different engines differ in a trace
         self.cancelled = 0
 
         self._started = _now()
@@ -544,9 +543,13 @@ class Scheduler:
             self._trace([request], request.items, started, started, finished, resolved)
 
     def _trace(self, batch: list[_Request], items: int, assembled: int, started: int, finished: int, resolved: int) -> None:
-        """Profiler spans of one batch (only while a profiling session records)."""
+        """Profiler spans of one batch (only while a profiling session records); every span of the
+        batch shares one args dict: batch id and size (items), backend, the requests' ids."""
         record = self._profiler.record
-        args = {"batch_size": items, "requests": len(batch)}
+        args = {
+            "batch_id": next_batch_id(), "batch_size": items, "requests": len(batch),
+            "backend": self._models[0].backend, "request_ids": [request.rid for request in batch],
+        }
         lead = batch[0].rid
         if started > assembled:
             record("batch_assemble", assembled, started, request_id=lead, args=args)
