@@ -7,6 +7,7 @@ before importing anything and calls :func:`main` with one JSON document:
             with the backend's raw-runtime baseline session instead of ``Engine``) or ``import``
             (import edgecore and the backend's runtime only: the memory baseline)
 ``source``  model path or ``zoo:NAME``; ``config`` EngineConfig fields; ``backend`` name (or auto)
+``optimize``: OptimizationConfig fields for ``Engine.optimize`` (engine mode; null: none)
 ``batch``, ``seed``, ``sequence``: the inputs; ``steady``: queries run after the first, before the
             parent reads the peak memory; ``spawned``: the parent's ``time.time()`` at spawn
 
@@ -84,6 +85,13 @@ def main(spec: dict, started: tuple[float, float] | None = None) -> None:
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     stages["compile_ms"] = (clock() - t) * 1e3
+
+    t = clock()
+    if mode == "engine" and spec.get("optimize") is not None:
+        from edgecore.optimize import OptimizationConfig
+
+        engine.optimize(OptimizationConfig(**spec["optimize"]))
+    stages["optimize_ms"] = (clock() - t) * 1e3 if spec.get("optimize") is not None and mode == "engine" else 0.0
 
     feeds = random_feeds(graph.inputs, batch=int(spec.get("batch", 1)), seed=int(spec.get("seed", 0)),
                          sequence=int(spec.get("sequence", 128)))

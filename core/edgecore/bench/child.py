@@ -121,6 +121,7 @@ def run_child(
     seed: int = 0,
     sequence: int = 128,
     steady: int = 0,
+    optimize: Mapping[str, Any] | None = None,
     timeout_s: float = TIMEOUT_S,
 ) -> ChildRun:
     """Run one fresh child process in ``mode`` (engine, raw or import) and measure it from outside."""
@@ -133,6 +134,7 @@ def run_child(
         "seed": seed,
         "sequence": sequence,
         "steady": steady,
+        "optimize": None if optimize is None else dict(optimize),
     }
     errors: collections.deque = collections.deque(maxlen=40)
     started = time.perf_counter()

@@ -2,14 +2,15 @@
 
 Each run starts a fresh interpreter (:mod:`edgecore.bench.child`) that imports edgecore and the
 backend's runtime, loads the model (for ``zoo:`` models, from the on-disk build cache once built),
-compiles it through ``Engine`` (the backend's own graph optimizations included) and runs one query:
+compiles it through ``Engine`` (the backend's own graph optimizations included), runs
+``Engine.optimize`` when ``settings.optimize`` names a preset, and runs one query:
 the parent times that from just before the spawn to reading the first result back. The child then
 runs ``warmup`` more queries; its peak RSS, read from outside, minus the peak RSS of a child that only
 imports edgecore and the runtime, is the model's peak memory growth.
 
-With ``baseline`` each run also starts a child that does the same through the backend's raw-runtime
-session. Children of the sides alternate (edgecore, raw, import-only, edgecore, ...), so that a
-machine that gets busier or quieter affects all of them alike.
+The import-only child runs once, first (its peak RSS hardly varies). With ``baseline`` each run also
+starts a child that does the same through the backend's raw-runtime session; the sides alternate
+(edgecore, raw, edgecore, raw, ...), so that a machine that gets busier or quieter affects both alike.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def _measured(runs: list[ChildRun], batch: int) -> Measured:
 
 def cold_start(ctx: ScenarioContext) -> ScenarioResult:
     """Process start to first result (import, load, compile, first inference) in fresh processes,
-    ``cold_runs`` times; and peak memory growth over an import-only process. Latency fields hold the
+    ``cold_runs`` times; and peak memory growth over one import-only process. Latency fields hold the
     cold-start times."""
     settings = ctx.settings
     # every child gets the backend by name, so that each imports its runtime in the same stage
@@ -100,20 +101,23 @@ def cold_start(ctx: ScenarioContext) -> ScenarioResult:
     common = dict(config=config_fields(ctx.config), batch=ctx.batch, seed=settings.seed, sequence=settings.sequence)
     runs: list[ChildRun] = []
     raws: list[ChildRun] = []
-    imports: list[ChildRun] = []
-    steps = settings.cold_runs * (3 if ctx.baseline else 2)
+    per_run = 2 if ctx.baseline else 1
+    steps = 1 + settings.cold_runs * per_run
     with tempfile.TemporaryDirectory(prefix="edgecore-bench-") as folder:
         source = child_source(ctx.source, Path(folder))
+        ctx.progress(0.0, "import-only process")
+        imported = run_child("import", backend=backend, **common)
         for index in range(settings.cold_runs):
-            done = index * (3 if ctx.baseline else 2)
+            done = 1 + index * per_run
             ctx.progress(done / steps, f"fresh process {index + 1}/{settings.cold_runs}")
-            run = run_child("engine", source=source, backend=backend, steady=settings.warmup, **common)
+            run = run_child(
+                "engine", source=source, backend=backend, steady=settings.warmup, optimize=settings.optimization(), **common
+            )
             runs.append(run)
             if ctx.baseline:
                 ctx.progress((done + 1) / steps, f"raw runtime process {index + 1}/{settings.cold_runs}")
                 raws.append(run_child("raw", source=source, backend=backend, steady=settings.warmup, **common))
-            ctx.progress((done + (2 if ctx.baseline else 1)) / steps, "import-only process")
-            imports.append(run_child("import", backend=backend, **common))
+    imports = [imported] * settings.cold_runs
     ctx.session.backend_name = ctx.session.backend_name or backend
     ctx.progress(1.0, f"{_median([r.total_ms for r in runs]):.0f} ms")
     measured = {"edgecore": _measured(runs, ctx.batch)}

@@ -60,6 +60,7 @@ class BenchSession:
         self._feeds: dict[tuple[int, int], dict[str, np.ndarray]] = {}
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self.backend_name: str | None = None  # known once a scenario loaded or ran the model
+        self.optimization: dict[str, Any] | None = None  # Engine.optimize's report, with settings.optimize
 
     @functools.cached_property
     def graph(self) -> Graph:
@@ -73,11 +74,16 @@ class BenchSession:
 
         engine = Engine(self.config, plugin_manager=self.plugin_manager).load(self.graph)
         self.backend_name = engine.backend
+        fields = self.settings.optimization()
+        if fields is not None:
+            from edgecore.optimize import OptimizationConfig
+
+            self.optimization = engine.optimize(OptimizationConfig(**fields)).to_json()
         return engine
 
     @functools.cached_property
     def raw(self) -> registry.RawSession:
-        """The raw runtime's session for this model, compiled with the engine's settings."""
+        """The raw runtime's session for the original model, compiled with the engine's settings."""
         spec = registry.get_baseline(self.plugin_manager, self.engine.backend)
         raw = spec.runner(self.graph, self.config.compile_options())
         if not isinstance(raw, registry.RawSession):

@@ -92,6 +92,10 @@ def _method(settings: BenchSettings, session: BenchSession) -> dict[str, Any]:
         "dispatch": session.scheduler(),
         "cold_start": "fresh child process, from just before spawn to the first result read back by the parent",
         "memory": MEMORY_METHOD,
+        "baseline_model": "the original model, compiled by the raw runtime with the backend's settings "
+        "(edgecore serves it optimized when settings.optimize names a preset)"
+        if settings.baseline
+        else None,
     }
 
 
@@ -154,4 +158,5 @@ def run_benchmark(
         created=created,
         wall_s=time.perf_counter() - started,
         command=command,
+        optimization=session.optimization,
     )

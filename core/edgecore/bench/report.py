@@ -30,7 +30,8 @@ __all__ = [
 ]
 
 REPORT_FIELDS = (
-    "schema", "created", "command", "wall_s", "model", "backend", "config", "settings", "method", "machine", "results",
+    "schema", "created", "command", "wall_s", "model", "backend", "config", "settings", "optimization", "method",
+    "machine", "results",
 )  # fmt: skip
 RESULT_FIELDS = (
     "scenario", "description", "batch", "queries", "samples", "elapsed_s", "failures", "latency_ms", "histogram",
@@ -114,6 +115,7 @@ def to_json(report: BenchReport) -> dict[str, Any]:
             "backend": report.backend,
             "config": report.config,
             "settings": report.settings,
+            "optimization": report.optimization,
             "method": report.method,
             "machine": report.machine,
             "results": [_result_json(r) for r in report.results],
@@ -151,7 +153,7 @@ def _notes(result: ScenarioResult) -> str:
     if result.scenario == "cold-start":
         memory = m.get("memory") or {}
         stages = m.get("stages_ms") or {}
-        parts = ", ".join(f"{k.removesuffix('_ms')} {v:.0f}" for k, v in stages.items() if v is not None and k != "in_process_ms")
+        parts = ", ".join(f"{k.removesuffix('_ms')} {_sig(v)}" for k, v in stages.items() if v is not None and k != "in_process_ms")
         return f"{_fmt(m.get('cold_start_ms'), 0)} ms ({parts}); peak memory +{_fmt(memory.get('peak_growth_mb'), 1)} MB"
     if result.scenario == "accuracy":
         return f"top-1 {m.get('top1', 0):.2%} on {m.get('samples')} samples of {m.get('dataset')}"

@@ -210,6 +210,7 @@ class BenchReport:
     created: str = ""
     wall_s: float = 0.0
     command: str | None = None
+    optimization: Mapping[str, Any] | None = attrs.field(default=None, converter=attrs.converters.optional(_frozen))
     schema: str = SCHEMA
 
     def result(self, scenario: str) -> ScenarioResult:

@@ -9,10 +9,24 @@ from typing import Any
 
 import attrs
 
-__all__ = ["BenchSettings", "DEFAULT_BATCH"]
+__all__ = ["BenchSettings", "DEFAULT_BATCH", "OPTIMIZE_PRESETS"]
 
 #: Batch size a scenario uses when the caller gives none (MLPerf single-stream is batch 1 by definition).
 DEFAULT_BATCH = {"offline": 8, "accuracy": 32}
+
+
+#: ``optimize`` presets: OptimizationConfig fields for ``Engine.optimize`` (graph passes always run).
+OPTIMIZE_PRESETS: dict[str, dict[str, Any]] = {
+    "graph": {},
+    "int8": {"enable_quantization": True},
+    "fp16": {"enable_mixed_precision": True},
+    "prune": {"enable_pruning": True},
+}
+
+
+def _preset(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None and value not in OPTIMIZE_PRESETS:
+        raise ValueError(f"BenchSettings.optimize must be one of {sorted(OPTIMIZE_PRESETS)} or None, got {value!r}")
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: float | None) -> None:
@@ -46,6 +60,11 @@ class BenchSettings:
     Interleaving (``baseline``): the two sides alternate in blocks of ``block_size`` kept queries,
     and the first ``block_drop`` queries of each block are run but not kept.
 
+    Optimization: ``optimize`` names a preset of :data:`OPTIMIZE_PRESETS`; the engine runs
+    ``Engine.optimize`` with it after loading (in cold-start children too, as a stage of its own).
+    The raw runtime always runs the original model: the baseline is what a user would run without
+    edgecore.
+
     Cold start: ``cold_runs`` fresh child processes per side. Inputs: random with ``seed``; symbolic
     non-batch dimensions (sequence length) take ``sequence``. Accuracy: ``dataset`` names a labelled
     data set (None: the zoo model's own).
@@ -67,10 +86,18 @@ class BenchSettings:
     seed: int = 0
     sequence: int = attrs.field(default=128, validator=_positive)
     dataset: str | None = None
+    optimize: str | None = attrs.field(default=None, validator=_preset)
 
     def __attrs_post_init__(self) -> None:
         if self.find_peak and self.latency_bound_ms is None:
             raise ValueError("BenchSettings.find_peak needs latency_bound_ms (the p99 bound the peak must meet)")
+
+    def optimization(self) -> dict[str, Any] | None:
+        """OptimizationConfig fields of the ``optimize`` preset, with this run's sequence length and
+        seed for the generated check samples (None: no optimization)."""
+        if self.optimize is None:
+            return None
+        return dict(OPTIMIZE_PRESETS[self.optimize], sequence_length=self.sequence, seed=self.seed)
 
     def batch_for(self, scenario: str) -> int:
         """The batch size ``scenario`` runs at."""

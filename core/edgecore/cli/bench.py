@@ -50,6 +50,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--concurrency", type=int, default=2, metavar="N", help="worker threads for concurrent queries")
     p.add_argument("--baseline", action="store_true", help="also measure the raw runtime, interleaved; report ratios")
     p.add_argument("--cold-runs", type=int, default=3, metavar="N", help="cold-start: fresh processes per side")
+    p.add_argument(
+        "--optimize",
+        choices=("graph", "int8", "fp16", "prune"),
+        default=None,
+        help="run Engine.optimize with this preset first (also in cold-start processes); the baseline keeps the original",
+    )
     p.add_argument("--dataset", default=None, help="accuracy: labelled data set (default: the zoo model's)")
     p.add_argument("--sequence", type=int, default=128, metavar="N", help="length of symbolic sequence dimensions")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs and arrivals")
@@ -168,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
             baseline=args.baseline,
             cold_runs=args.cold_runs,
             dataset=args.dataset,
+            optimize=args.optimize,
             sequence=args.sequence,
             seed=args.seed,
         )
