@@ -1,8 +1,6 @@
 """Batching helpers for :mod:`edgecore.scheduler`: which models batch, and the adaptive batch-size limit.
 
-Concurrency: :class:`AdaptiveBatchSize` is read by the worker that forms a batch (under the
-scheduler's lock) and updated by the worker that ran it (without a lock). Its state is a handful of
-numbers; two workers updating at once can lose one sample, which only slows learning by a batch.
+Concurrency: :class:`AdaptiveBatchSize` is only used under the scheduler's lock.
 """
 
 from __future__ import annotations
@@ -46,15 +44,20 @@ def _buckets(max_batch_size: int) -> tuple[int, ...]:
 
 
 class AdaptiveBatchSize:
-    """The batch size worth forming, learned from the compute time per item of the batches that ran.
+    """The batch size worth forming, learned from the wall time per item of the batches that ran.
+
+    The scheduler reports, per batch, its items and its *cycle*: the worker's time from dispatching
+    it to dispatching the next one, less the time the worker sat idle with an empty queue. That is
+    execution plus assembling, splitting, answering and waiting for the next batch to fill, so the
+    cost of a size includes the pipeline bubbles a large batch leaves, not only its compute.
 
     Batch sizes fall into buckets 1, 2, 4, ... and ``max_batch_size``; each bucket keeps an
-    exponentially weighted compute time per item. First every bucket is tried ``min_samples`` times
-    (smallest first; the sweep ends early when the queue cannot fill the bucket tried), then :meth:`limit` is the bucket with the lowest time per item (the smallest of
-    those within ``tolerance`` of it: past that point throughput no longer rises, only latency does).
-    Every ``probe_every``-th batch tries a neighbouring bucket instead, alternately above and below,
-    so the choice follows the machine's load. Batches that ran smaller than asked update the bucket
-    they fall in.
+    exponentially weighted time per item. First every bucket is tried ``min_samples`` times
+    (smallest first; the sweep ends early when the queue cannot fill the bucket tried), then
+    :meth:`limit` is the bucket with the lowest time per item -- the smallest of those within
+    ``tolerance`` of it: past that point throughput no longer rises, only latency does. Every
+    ``probe_every``-th batch tries a neighbouring bucket instead, alternately above and below, so
+    the choice follows the load. Batches that ran smaller than asked update the bucket they fall in.
     """
 
     def __init__(
@@ -77,7 +80,6 @@ class AdaptiveBatchSize:
         self._sweep = 0  # bucket being tried during the first sweep; len(sizes) once done
         self._short = 0  # batches of the sweep that ran smaller than the bucket tried
         self._batches = 0
-        self._probe_up = True
 
     @property
     def chosen(self) -> int:
@@ -85,33 +87,29 @@ class AdaptiveBatchSize:
         return self.sizes[self._level]
 
     def limit(self) -> int:
-        """The largest batch (in items) to form next; called once per dispatched batch."""
+        """The largest batch (in items) to form next (no side effect: peek as often as needed)."""
         if self._sweep < len(self.sizes):
             return self.sizes[self._sweep]
-        self._batches += 1
-        if self._batches % self.probe_every:
+        if (self._batches + 1) % self.probe_every:
             return self.sizes[self._level]
-        self._probe_up = not self._probe_up
-        step = 1 if self._probe_up else -1
-        probe = min(max(self._level + step, 0), len(self.sizes) - 1)
-        return self.sizes[probe]
+        step = 1 if (self._batches // self.probe_every) % 2 == 0 else -1
+        return self.sizes[min(max(self._level + step, 0), len(self.sizes) - 1)]
 
     def estimate_ns(self, items: int) -> float:
         """Expected compute time of a batch of ``items`` (0 when its bucket is not measured yet)."""
         bucket = self._bucket(items)
         return self._cost[bucket] * items if self._samples[bucket] else 0.0
 
-    def observe(self, items: int, compute_ns: int, asked: int) -> None:
-        """A batch of ``items`` ran in ``compute_ns``; :meth:`limit` had allowed ``asked``."""
+    def observe(self, items: int, cycle_ns: int, asked: int) -> None:
+        """A batch of ``items`` took ``cycle_ns``; :meth:`limit` had allowed ``asked``."""
         if items <= 0:
             return
+        self._batches += 1
         bucket = self._bucket(items)
-        per_item = compute_ns / items
-        if self._samples[bucket]:
-            self._cost[bucket] += (per_item - self._cost[bucket]) * self.alpha
-        else:
-            self._cost[bucket] = per_item
-        self._samples[bucket] += 1
+        per_item = cycle_ns / items
+        samples = self._samples[bucket]
+        self._cost[bucket] = per_item if not samples else self._cost[bucket] + (per_item - self._cost[bucket]) * self.alpha
+        self._samples[bucket] = samples + 1
         if self._sweep < len(self.sizes):
             if items < asked:
                 self._short += 1  # the queue did not fill the bucket being tried
@@ -121,21 +119,22 @@ class AdaptiveBatchSize:
                 self._sweep = len(self.sizes)  # the load cannot fill larger batches now; probes will
             if self._sweep < len(self.sizes):
                 return
+        elif bucket == self._level and self._batches % 8:
+            return  # the chosen bucket ran again: re-choose every 8th time only (hot path)
         self._choose()
 
     def _bucket(self, items: int) -> int:
         sizes = self.sizes
-        for index in range(len(sizes) - 1, -1, -1):
-            if sizes[index] <= items:
-                return index
-        return 0
+        index = len(sizes) - 1
+        while sizes[index] > items and index:
+            index -= 1
+        return index
 
     def _choose(self) -> None:
-        measured = [i for i, n in enumerate(self._samples) if n >= self.min_samples]
-        if not measured:
-            return
-        best = min(self._cost[i] for i in measured)
-        self._level = next(i for i in measured if self._cost[i] <= best * (1 + self.tolerance))
+        measured = [(cost, i) for i, (cost, n) in enumerate(zip(self._cost, self._samples)) if n >= self.min_samples]
+        if measured:
+            bound = min(measured)[0] * (1 + self.tolerance)
+            self._level = next(i for cost, i in measured if cost <= bound)
 
     def snapshot(self) -> dict[int, float]:
         """Bucket size -> compute time per item in microseconds, for measured buckets."""

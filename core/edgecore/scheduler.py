@@ -20,10 +20,10 @@ Semantics
   ``max_queue_delay_us`` after the oldest request arrived, then sends what is there. Closing
   (``drain=True``) sends at once.
 * **Adaptive batching** (``adaptive_batching``): the limit on the batch size is learned online by
-  :class:`~edgecore._batching.AdaptiveBatchSize` (the size past which compute time per item stops
+  :class:`~edgecore._batching.AdaptiveBatchSize` (the size past which wall time per item stops
   falling), and it is lowered further when the oldest request's deadline would not survive the
-  expected run time of a larger batch. The wait for more requests is skipped when, at the rate
-  requests have been arriving, none is expected before the delay runs out.
+  expected time of a larger batch. The wait for a fuller batch is skipped while recent waits
+  brought no new request (a lone closed-loop client, say); every 32nd time it is tried again.
 * **Timeouts.** ``timeout_ms`` (default ``default_timeout_ms``; 0 = none) bounds the time a request
   may wait in the queue. A request still queued past it is answered with
   :class:`~edgecore.errors.RequestTimeoutError` and never runs: on time by an idle worker, and
@@ -151,8 +151,14 @@ class Scheduler:
         self._items: dict[Any, int] = {}  # key -> items queued, all levels
         self._queued = 0
         self._next_deadline = _NEVER  # a lower bound of the earliest deadline queued
-        self._last_arrival = 0
-        self._arrival_gap = float(_NEVER)  # exponentially weighted ns between submits
+        self._arrivals = 0  # requests accepted so far
+        self._wait_yield = 1.0  # exponentially weighted arrivals during a wait for a fuller batch
+        self._skipped_waits = 0
+        # per worker, for the adaptive limit: the batch dispatched last (items, limit), when, and
+        # how long the worker has since slept with an empty queue
+        self._last_batch: list[tuple[int, int] | None] = [None] * len(self._models)
+        self._dispatched = [0] * len(self._models)
+        self._idle_ns = [0] * len(self._models)
         self._closing = False
         self._ids = REQUEST_IDS  # process-wide, so that requests of different engines differ in a trace
         self.cancelled = 0
@@ -175,7 +181,7 @@ class Scheduler:
         wait, :class:`EngineClosedError` once closing, :class:`ConfigurationError` for a priority
         outside ``0..priority_levels-1`` or a negative timeout.
         """
-        if not 0 <= priority < self.priority_levels:
+        if not (isinstance(priority, int) and 0 <= priority < self.priority_levels):
             raise ConfigurationError(
                 f"priority must be an int in 0..{self.priority_levels - 1} (priority_levels="
                 f"{self.priority_levels}; 0 is served first), got {priority!r}"
@@ -212,9 +218,7 @@ class Scheduler:
             self._queued += 1
             if request.deadline and request.deadline < self._next_deadline:
                 self._next_deadline = request.deadline
-            if self.adaptive is not None:
-                self._arrival_gap += (now - self._last_arrival - self._arrival_gap) * 0.125
-                self._last_arrival = now
+            self._arrivals += 1
             wake = self._wakes[self._idle.pop()] if self._idle else None
         if wake is not None:
             wake.release()
@@ -326,8 +330,8 @@ class Scheduler:
                 return head
         raise AssertionError("_head called on an empty queue")
 
-    def _size(self, head: _Request, limit: int, now: int) -> int:
-        """Items to send now for ``head``'s key, or 0 to wait for more."""
+    def _size(self, head: _Request, limit: int, now: int, waiting: bool) -> int:
+        """Items to send now for ``head``'s key, or 0 to wait for more (``waiting``: already are)."""
         if not self.batching or limit <= 1:
             return limit
         available = self._items[head.key]
@@ -339,8 +343,10 @@ class Scheduler:
         waited = now - head.arrival
         if waited >= self._delay_ns:
             return limit
-        if self.adaptive is not None and self._arrival_gap > self._delay_ns - waited:
-            return limit  # at the recent arrival rate no request is expected before the delay ends
+        if self.adaptive is not None and not waiting and self._wait_yield < 0.5:
+            self._skipped_waits += 1
+            if self._skipped_waits % 32:
+                return limit  # recent waits brought nothing: do not make this request wait
         return 0
 
     def _limit(self, head: _Request, now: int) -> int:
@@ -382,37 +388,56 @@ class Scheduler:
         self._queued -= len(batch)
         return batch
 
-    def _next(self, index: int) -> tuple[list[_Request], list[_Request], int] | None:
-        """Block until there is work: (batch, expired, limit); None once closing with nothing queued."""
+    def _next(self, index: int) -> tuple[list[_Request], list[_Request]] | None:
+        """Block until there is work: (batch, expired); None once closing with nothing queued."""
         expired: list[_Request] = []
         wake = None
+        mark = -1  # arrivals counted when this worker began waiting for a fuller batch
         with self._lock:
             while True:
                 if not self._queued:
                     if self._closing:
                         return None
+                    slept = _now()
                     self._sleep(index, -1)
+                    self._idle_ns[index] += _now() - slept
                     continue
                 now = _now()
                 if now >= self._next_deadline:
                     self._expire(now, expired)
                     if expired:
-                        return [], expired, 0
+                        return [], expired
                     if not self._queued:
                         continue
                 head = self._head()
                 limit = self._limit(head, now)
-                size = self._size(head, limit, now)
+                size = self._size(head, limit, now, mark >= 0)
                 if size:
                     batch = self._take(head.key, size)
+                    if self.adaptive is not None:
+                        self._learn(index, batch, limit, mark)
                     if self._queued:
                         wake = self._wake_one()  # another idle worker may take the rest
                     break
+                if mark < 0:
+                    mark = self._arrivals
                 until = min(head.arrival + self._delay_ns, self._next_deadline)
                 self._sleep(index, (until - now) / 1e9)
         if wake is not None:
             wake.release()
-        return batch, expired, limit
+        return batch, expired
+
+    def _learn(self, index: int, batch: list[_Request], limit: int, mark: int) -> None:
+        """Report worker ``index``'s previous batch to the adaptive limit; remember this one."""
+        now = _now()
+        if mark >= 0:
+            self._wait_yield += (self._arrivals - mark - self._wait_yield) * 0.25
+        last = self._last_batch[index]
+        if last is not None:
+            self.adaptive.observe(last[0], now - self._dispatched[index] - self._idle_ns[index], last[1])
+        self._last_batch[index] = (sum([request.items for request in batch]), limit)
+        self._dispatched[index] = now
+        self._idle_ns[index] = 0
 
     # -- workers --------------------------------------------------------------------------------------
 
@@ -431,13 +456,13 @@ class Scheduler:
                 continue
             if work is None:
                 return
-            batch, expired, limit = work
+            batch, expired = work
             started = _now()
             try:
                 if expired:
                     self._time_out(expired, started)
                 if batch:
-                    self._execute(model, batch, limit)
+                    self._execute(model, batch)
             except BaseException as exc:  # never leave a future pending
                 logger.exception("scheduler failed while running a batch")
                 for request in batch + expired:
@@ -454,10 +479,10 @@ class Scheduler:
             if _answer(request.future, error):
                 self._stats.record_failure("timed_out")
 
-    def _execute(self, model: CompiledModel, batch: list[_Request], limit: int) -> None:
+    def _execute(self, model: CompiledModel, batch: list[_Request]) -> None:
         if len(batch) == 1:
             if batch[0].future.set_running_or_notify_cancel():
-                self._run_alone(model, batch[0], limit)
+                self._run_alone(model, batch[0])
             else:
                 self.cancelled += 1
             return
@@ -467,7 +492,7 @@ class Scheduler:
         if not live:
             return
         if len(live) == 1:
-            self._run_alone(model, live[0], limit)
+            self._run_alone(model, live[0])
             return
         profiler = self._profiler
         items = sum([request.items for request in live])
@@ -495,8 +520,6 @@ class Scheduler:
             for request in live:
                 self._run_alone(model, request)
             return
-        if self.adaptive is not None:
-            self.adaptive.observe(items, finished - assembled, limit)
         names = self._out_names
         offset = 0
         for request in live:
@@ -524,8 +547,7 @@ class Scheduler:
             feeds[name] = buffer
         return feeds
 
-    def _run_alone(self, model: CompiledModel, request: _Request, limit: int = 0) -> None:
-        """Run one request; ``limit`` is the batch size the adaptive limit allowed (0: a retry)."""
+    def _run_alone(self, model: CompiledModel, request: _Request) -> None:
         started = _now()
         try:
             outputs = model.run(request.feeds)
@@ -535,8 +557,6 @@ class Scheduler:
             return
         finished = _now()
         request.future.set_result(outputs)
-        if limit and self.adaptive is not None:
-            self.adaptive.observe(request.items, finished - started, limit)
         resolved = _now()
         self._stats.record_batch([resolved - request.arrival], started - request.arrival, request.items, finished - started)
         if self._profiler.active:
