@@ -2,8 +2,9 @@
 
 One row per scenario run: the latency distribution (histogram, on a log scale when the tail is
 long; the raw runtime's overlaid with ``--baseline``; p50 and p99 marked) and, beside it, either the
-latency percentile curve or, for a server peak search, p99 and achieved QPS against target QPS. A last row plots throughput and p99
-against batch size for scenarios run at several batch sizes.
+latency percentile curve or, for a server peak search, p99 and achieved QPS against target QPS. A
+last row plots throughput and p99 against batch size for scenarios run at several batch sizes (not
+server, whose throughput is its load: there the peak search is the figure to compare).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ MAX_ROWS = 8
 #: Above this max/min latency spread, distributions are drawn on a log scale.
 WIDE = 20.0
 _OURS, _RAW = "#1f77b4", "#ff7f0e"
+#: Scenarios whose throughput is set by the load, not by the batch size: no sweep line for them.
+_NO_SWEEP = frozenset({"server", "cold-start", "accuracy"})
 
 
 def _pyplot():
@@ -97,6 +100,8 @@ def _peak(ax, result: ScenarioResult) -> None:
 def _sweeps(report: BenchReport) -> dict[str, list[ScenarioResult]]:
     by_name: dict[str, list[ScenarioResult]] = defaultdict(list)
     for result in report.results:
+        if result.scenario in _NO_SWEEP:
+            continue
         if result.batch is not None and result.samples_per_s is not None:
             by_name[result.scenario].append(result)
     return {name: sorted(runs, key=lambda r: r.batch) for name, runs in by_name.items() if len({r.batch for r in runs}) > 1}
@@ -136,7 +141,7 @@ def write_plot(report: BenchReport, destination: str | Path) -> Path:
         _sweep(axes[-1][0], sweeps)
         axes[-1][1].axis("off")
     figure.suptitle(f"{report.model.get('source')} on {report.backend} — {report.machine.get('cpu')}", fontsize=10)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.45 / (3.6 * count)))
     path = Path(destination)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
