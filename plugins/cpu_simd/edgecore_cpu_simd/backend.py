@@ -33,6 +33,7 @@ import logging
 import os
 import tempfile
 import threading
+import weakref
 from typing import Any, Mapping
 
 import numpy as np
@@ -210,7 +211,12 @@ class OrtCompiledModel(CompiledModel):
             self._retired: collections.deque = collections.deque(maxlen=_RETIRED)
             self._profile_lock = threading.Lock()
             self._profile_closed = False
-            get_profiler().add_flush_hook(self._flush_op_profile)
+            # The profiler holds the hook, the hook holds this model weakly; a model dropped without
+            # close() still unregisters and ends (and deletes) its profile, also at interpreter exit.
+            self._profiling_now = [session]  # the session whose profile is open
+            self._flush_hook = _weak_hook(self)
+            get_profiler().add_flush_hook(self._flush_hook)
+            self._profile_cleanup = weakref.finalize(self, _end_profile, self._flush_hook, self._profiling_now)
 
     def _new_binding(self) -> Any:
         binding = self._local.binding = self._binding_type(self._sess)
@@ -316,22 +322,20 @@ class OrtCompiledModel(CompiledModel):
         fresh = ort.InferenceSession(self._graph.to_bytes(), old.get_session_options(), providers=["CPUExecutionProvider"])
         self._retired.append(old)
         self.session, self._sess = fresh, fresh._sess
+        self._profiling_now[:] = [fresh]
         self._local = threading.local()  # new bindings, on the new session
 
     def _close_op_profile(self) -> None:
         from edgecore.profiling import get_profiler
 
         profiler = get_profiler()
-        profiler.remove_flush_hook(self._flush_op_profile)  # first: it takes the profiler's lock
+        profiler.remove_flush_hook(self._flush_hook)  # first: it takes the profiler's lock
         if profiler.active:  # this model's runs so far belong to the running trace
             self._flush_op_profile(profiler, renew=False)
         with self._profile_lock:
-            self._retired.clear()
-            if self._profile_closed:
-                return
             self._profile_closed = True
-            path = self.session.end_profiling()  # else ORT writes the file when the session dies
-        _remove(path)
+            self._retired.clear()
+        self._profile_cleanup()  # ends the open profile (else ORT writes it when the session dies)
 
     def memory_bytes(self) -> int:
         return self._weights_bytes
@@ -340,6 +344,30 @@ class OrtCompiledModel(CompiledModel):
         if self._op_profiling:
             self._close_op_profile()
         self._local = threading.local()
+
+
+def _weak_hook(model: OrtCompiledModel) -> Any:
+    ref = weakref.WeakMethod(model._flush_op_profile)
+
+    def flush_cpu_simd_ops(profiler: Any) -> None:
+        method = ref()
+        if method is not None:
+            method(profiler)
+
+    return flush_cpu_simd_ops
+
+
+def _end_profile(hook: Any, sessions: list) -> None:
+    """Unregister ``hook``; end the profile of the session still profiling and delete its file."""
+    from edgecore.profiling import get_profiler
+
+    get_profiler().remove_flush_hook(hook)
+    for session in sessions:
+        try:
+            _remove(session.end_profiling())  # "" when it ended already
+        except Exception:  # at interpreter exit onnxruntime may be half torn down
+            pass
+    sessions.clear()
 
 
 def _remove(path: str | None) -> None:
