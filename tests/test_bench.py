@@ -299,12 +299,15 @@ def test_server_command_writes_every_documented_field_and_a_plot(third_party_pm,
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
-def test_report_json_is_plain_json(pm):
+def test_report_json_is_plain_json_and_markdown_a_table(pm, tmp_path):
     report = run_benchmark(MODEL, ["single-stream"], settings=BenchSettings(**QUICK), plugin_manager=pm)
     document = to_json(report)
     assert json.loads(json.dumps(document)) == document
     assert document["schema"] == "edgecore.bench/1"
     assert document["machine"]["runtimes"]["onnxruntime"]
+    registry.get_reporter(pm, "markdown").runner(report, tmp_path / "r.md")
+    lines = (tmp_path / "r.md").read_text().splitlines()
+    assert lines[2].startswith("| scenario | batch |") and lines[4].startswith("| single-stream | 1 |")
 
 
 def test_cli_usage_errors_exit_2(capsys):
