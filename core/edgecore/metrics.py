@@ -264,7 +264,8 @@ class ProcessSampler:
             if self._percent is not None and elapsed < self.min_interval_s:
                 return self._percent
             percent = 100.0 * (cpu - self._cpu) / elapsed / self.cpu_count if elapsed > 0 else 0.0
-            self._percent = max(0.0, percent)
+            # CPU times advance in clock ticks (10 ms): over a short window the ratio can overshoot.
+            self._percent = min(max(0.0, percent), 100.0)
             self._wall, self._cpu = wall, cpu
             return self._percent
 
