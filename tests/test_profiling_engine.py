@@ -238,3 +238,25 @@ def test_model_life_spans_and_optimize_passes(profiler, tmp_path):
     loads, compiles = spans(trace, "model_load"), spans(trace, "compile")
     assert loads and compiles and {e["cat"] for e in loads + compiles} == {"model"}
     assert all(e["args"]["backend"] == "cpu_simd" for e in compiles)
+
+
+def test_openvino_runs_show_in_the_backend_summary(profiler, tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("edgecore_openvino_npu")
+    config = EngineConfig(backend="openvino", device="cpu", num_threads=1, profile_ops=True)
+    with Engine(config).load(MODEL) as engine:
+        feeds = feeds_for(engine)
+        engine.run(feeds)  # the first run of a shape probes; time the steady ones
+        profiler.start_global_session("openvino")
+        for _ in range(3):
+            engine.run(feeds)
+        profiler.stop_global_session()
+    trace = export(profiler, "openvino", tmp_path)
+    parents, infers = spans(trace, "backend_execute"), spans(trace, "openvino_infer")
+    assert len(parents) == len(infers) == 3 and {e["cat"] for e in infers} == {"backend"}
+    for child in infers + spans(trace, cat="op"):
+        assert any(inside(child, p) and child["tid"] == p["tid"] for p in parents)
+    summary = summarize(load_trace(tmp_path / "openvino.json"))
+    rows = {(b.stage, b.backend): b.count for b in summary.backend}
+    assert rows == {("backend_execute", "openvino"): 3, ("openvino_infer", "openvino"): 3}
+    assert summary.ops
