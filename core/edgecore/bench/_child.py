@@ -11,14 +11,20 @@ before importing anything and calls :func:`main` with one JSON document:
 ``batch``, ``seed``, ``sequence``: the inputs; ``steady``: queries run after the first, before the
             parent reads the peak memory; ``spawned``: the parent's ``time.time()`` at spawn
 
+In ``raw`` mode the child releases the :class:`~edgecore.graph.Graph` it loaded the model with once
+the raw session exists, so that its steady RSS is what the raw runtime itself keeps (its peak RSS
+still includes the load).
+
 It writes protocol lines to stdout, each prefixed with ``@@edgecore-bench``: ``first_result`` with
 the stage timings, then ``ready``, then waits for a line on stdin (while it waits, the parent reads
-its peak and current RSS from outside), and exits. Anything else on stdout is ignored; logs go to
+its peak and current RSS from outside), and exits. Before ``ready`` it collects garbage and trims the
+heap, so that the current RSS is what the process keeps. Anything else on stdout is ignored; logs go to
 stderr.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -29,6 +35,18 @@ MARK = "@@edgecore-bench "
 def _say(event: str, **data: object) -> None:
     sys.stdout.write(MARK + json.dumps({"event": event, **data}) + "\n")
     sys.stdout.flush()
+
+
+def _release_free_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS (glibc ``malloc_trim``), so that the RSS
+    read next is what the process keeps, not what the allocator has not returned yet."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the RSS then includes freed heap
+        pass
 
 
 def _config(fields: dict):
@@ -82,6 +100,9 @@ def main(spec: dict, started: tuple[float, float] | None = None) -> None:
 
         session = get_baseline(pm, backend).runner(graph, config.compile_options())
         run, runtime, version = session.run, session.runtime, session.version
+        inputs = graph.inputs
+        del graph  # a raw runtime's user holds no edgecore Graph: release it before the RSS is read
+        gc.collect()
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     stages["compile_ms"] = (clock() - t) * 1e3
@@ -93,7 +114,9 @@ def main(spec: dict, started: tuple[float, float] | None = None) -> None:
         engine.optimize(OptimizationConfig(**spec["optimize"]))
     stages["optimize_ms"] = (clock() - t) * 1e3 if spec.get("optimize") is not None and mode == "engine" else 0.0
 
-    feeds = random_feeds(graph.inputs, batch=int(spec.get("batch", 1)), seed=int(spec.get("seed", 0)),
+    if mode == "engine":
+        inputs = engine.inputs
+    feeds = random_feeds(inputs, batch=int(spec.get("batch", 1)), seed=int(spec.get("seed", 0)),
                          sequence=int(spec.get("sequence", 128)))
     t = clock()
     run(feeds)
@@ -103,6 +126,7 @@ def main(spec: dict, started: tuple[float, float] | None = None) -> None:
 
     for _ in range(int(spec.get("steady", 0))):
         run(feeds)
+    _release_free_memory()
     _say("ready")
     sys.stdin.readline()
 
