@@ -72,7 +72,7 @@ class BenchSettings:
 
     batch: int | None = attrs.field(default=None, validator=attrs.validators.optional(_positive))
     duration_s: float = attrs.field(default=5.0, converter=float, validator=_positive)
-    min_queries: int = attrs.field(default=50, validator=_non_negative)
+    min_queries: int = attrs.field(default=20, validator=_non_negative)
     warmup: int = attrs.field(default=10, validator=_non_negative)
     target_qps: float | None = attrs.field(default=None, converter=_optional_float, validator=_positive)
     find_peak: bool = False

@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--batch", type=_batches, default=None, metavar="N[,N...]", help="batch size(s) of one query")
     p.add_argument("--duration", type=float, default=5.0, metavar="S", help="minimum measured seconds per side")
-    p.add_argument("--min-queries", type=int, default=50, metavar="N", help="minimum kept queries per side")
+    p.add_argument("--min-queries", type=int, default=20, metavar="N", help="minimum kept queries per side")
     p.add_argument("--warmup", type=int, default=10, metavar="N", help="unmeasured warm-up queries per side")
     p.add_argument("--target-qps", type=float, default=None, metavar="Q", help="server: Poisson arrival rate")
     p.add_argument("--find-peak", action="store_true", help="server: search the highest QPS meeting the p99 bound")
