@@ -544,8 +544,8 @@ def test_stress_every_future_resolves_and_every_output_is_right(drain):
                 except EngineClosedError:
                     counts["closed"] += 1
             for index, future in burst:
-                try:
-                    y = future.result(timeout=60)["y"]
+                try:  # result() without a timeout may run the batch in this thread (helping)
+                    y = (future.result() if seed % 2 else future.result(timeout=60))["y"]
                 except RequestTimeoutError:
                     counts["timed_out"] += 1
                 except EngineClosedError:

@@ -43,20 +43,30 @@ Semantics
 Concurrency
 -----------
 * **Caller threads** (``submit``) append their request to the queue under ``_lock``, take one idle
-  worker off ``_idle`` if there is one, and wake it after leaving the lock (each worker sleeps on
-  its own pre-allocated lock used as a binary semaphore: cheaper than a Condition, and the woken
-  worker does not wake into a held lock). They never run a model and never resolve a future.
+  worker whose model is free off ``_idle`` if there is one, and wake it after leaving the lock
+  (each worker sleeps on its own pre-allocated lock used as a binary semaphore: cheaper than a
+  Condition, and the woken worker does not wake into a held lock).
+* **Helping callers.** A caller blocked in ``future.result()`` (no timeout) whose request is still
+  queued may take its batch itself, exactly as a worker would (same rules), when some instance's
+  model is free: it marks that instance in use, runs the batch in its own thread and resolves the
+  batch's futures, then frees the instance and wakes its worker if requests wait. This saves the
+  two thread handoffs per request when the engine is lightly loaded.
 * **Worker threads**, one per compiled model (``instances``), named ``edgecore-worker-<i>``. Each
-  owns its model and the backend's per-thread state (e.g. ORT IOBinding). Under ``_lock`` a worker
+  serves its model; ``_in_use[i]`` says who runs model ``i`` now (its worker or a helping caller:
+  never two at once), and a worker whose model is lent out sleeps until the helper wakes it.
+  Backends keep per-thread state (e.g. ORT IOBinding) per calling thread. Under ``_lock`` a worker
   takes expired requests and the next batch off the queue; outside it, it answers the expired,
   assembles the batch in pool buffers, runs it, splits the outputs and resolves the futures. Future
-  callbacks (asyncio's included) therefore run in worker threads, never under the lock.
+  callbacks (asyncio's included) therefore run in worker threads or helping callers' threads, never
+  under the lock.
 * **close** (any thread) sets ``_closing`` under ``_lock``, takes the queued requests when not
   draining, wakes every worker and joins them (except itself, when called from a callback); workers
-  leave once the queue is empty. Whatever a failed worker left queued is answered after the join.
-* **Locks.** ``_lock`` guards the queues, their counters, ``_idle`` and the flags. The statistics
-  recorder and the memory pool have their own locks, taken after ``_lock`` or without it, never
-  before it. Per-worker busy time is written by its worker only.
+  leave once the queue is empty; close then waits for helping callers still running a batch.
+  Whatever a failed worker left queued is answered after the join.
+* **Locks.** ``_lock`` guards the queues, their counters, ``_idle``, ``_in_use``, ``_helping`` and
+  the flags. The statistics recorder and the memory pool have their own locks, taken after
+  ``_lock`` or without it, never before it. Busy time of instance ``i`` is written by whoever holds
+  ``_in_use[i]``.
 """
 
 from __future__ import annotations
@@ -86,8 +96,31 @@ __all__ = ["Scheduler"]
 
 _now = time.perf_counter_ns
 _NEVER = 1 << 62
-_Future = concurrent.futures.Future
 _InvalidState = concurrent.futures.InvalidStateError
+_PENDING = "PENDING"  # concurrent.futures' state name for a future nobody has run or cancelled
+
+
+class _Future(concurrent.futures.Future):
+    """A Future whose blocking ``result()`` may run its own request's batch in the calling thread.
+
+    It does so when the request is still queued, leads the queue (its shapes), a model instance is
+    free and the batching rules say "send now": a lightly loaded caller then pays no thread handoff.
+    """
+
+    def __init__(self, scheduler: Scheduler, key: Any, woken: bool) -> None:
+        super().__init__()
+        self._scheduler = scheduler
+        self._key = key
+        self._taken = False  # off the queue (taken into a batch, expired, or failed at close)
+        self._woken = woken  # submit woke a worker for it
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self._taken and self._state == _PENDING:
+            if timeout is None:
+                self._scheduler._help(self)
+            if not self._woken and not self._taken:
+                self._scheduler._wake()  # the caller could not run it: a worker must
+        return super().result(timeout)
 
 
 class _Request:
@@ -147,6 +180,8 @@ class Scheduler:
         for wake in self._wakes:
             wake.acquire()
         self._idle: list[int] = []  # workers asleep on their wake lock
+        self._in_use = [0] * len(self._models)  # model i runs a batch: the running thread's ident, or 0
+        self._helping: set[int] = set()  # threads of callers running a batch
         self._queues: list[dict[Any, collections.deque[_Request]]] = [{} for _ in range(config.priority_levels)]
         self._items: dict[Any, int] = {}  # key -> items queued, all levels
         self._queued = 0
@@ -174,8 +209,13 @@ class Scheduler:
 
     # -- callers ------------------------------------------------------------------------------------
 
-    def submit(self, feeds: dict[str, np.ndarray], *, priority: int = 0, timeout_ms: float | None = None) -> _Future:
+    def submit(
+        self, feeds: dict[str, np.ndarray], *, priority: int = 0, timeout_ms: float | None = None, wake: bool = True
+    ) -> _Future:
         """Queue checked ``feeds``; the future resolves to the outputs by name.
+
+        ``wake=False`` leaves the workers asleep: only for a caller that calls ``result()`` at once
+        (``Engine.run``), which runs the request itself or wakes a worker.
 
         Raises at once, accepting nothing: :class:`QueueFullError` when ``max_queue_size`` requests
         wait, :class:`EngineClosedError` once closing, :class:`ConfigurationError` for a priority
@@ -197,7 +237,7 @@ class Scheduler:
             items = next(iter(feeds.values())).shape[0]
         else:
             key, items = None, 1
-        future = _Future()
+        future = _Future(self, key, wake)
         now = _now()
         request = _Request(feeds, future, key, items, now + timeout_ns if timeout_ns else 0, now, next(self._ids))
         with self._lock:
@@ -219,9 +259,9 @@ class Scheduler:
             if request.deadline and request.deadline < self._next_deadline:
                 self._next_deadline = request.deadline
             self._arrivals += 1
-            wake = self._wakes[self._idle.pop()] if self._idle else None
-        if wake is not None:
-            wake.release()
+            waker = self._wake_one() if wake and self._idle else None
+        if waker is not None:
+            waker.release()
         return future
 
     @property
@@ -250,8 +290,13 @@ class Scheduler:
         for worker in self._workers:
             if worker is not current:
                 worker.join()
-        with self._lock:
-            stranded = self._take_all()
+        me = threading.get_ident()
+        while True:
+            with self._lock:
+                if not self._helping - {me}:
+                    stranded = self._take_all()
+                    break
+            time.sleep(0.0005)
         if stranded:  # only if a worker died: never leave a future pending
             logger.error("%d queued requests were left by failed workers; failing them", len(stranded))
             self._fail_closed(stranded)
@@ -282,12 +327,26 @@ class Scheduler:
                 finally:
                     self._lock.acquire()
 
+    def _wake(self) -> None:
+        """Wake one idle worker whose model is free, if requests wait."""
+        with self._lock:
+            waker = self._wake_one() if self._queued and self._idle else None
+        if waker is not None:
+            waker.release()
+
     def _wake_one(self) -> threading.Lock | None:
-        """An idle worker's wake lock, taken off ``_idle`` (release it after leaving ``_lock``)."""
-        return self._wakes[self._idle.pop()] if self._idle else None
+        """The wake lock of an idle worker whose model is free, taken off ``_idle`` (release it after
+        leaving ``_lock``); None if there is none."""
+        idle, in_use = self._idle, self._in_use
+        for position in range(len(idle) - 1, -1, -1):
+            if not in_use[idle[position]]:
+                return self._wakes[idle.pop(position)]
+        return None
 
     def _take_all(self) -> list[_Request]:
         taken = [request for level in self._queues for queue in level.values() for request in queue]
+        for request in taken:
+            request.future._taken = True
         for level in self._queues:
             level.clear()
         self._items.clear()
@@ -305,6 +364,7 @@ class Scheduler:
                 if len(keep) != len(queue):
                     for request in queue:
                         if request.deadline and request.deadline <= now:
+                            request.future._taken = True
                             expired.append(request)
                             self._items[key] -= request.items
                             self._queued -= 1
@@ -374,6 +434,7 @@ class Scheduler:
                 continue
             while queue and (total + queue[0].items <= size or not batch):
                 request = queue.popleft()
+                request.future._taken = True
                 batch.append(request)
                 total += request.items
             if not queue:
@@ -388,12 +449,17 @@ class Scheduler:
         self._queued -= len(batch)
         return batch
 
-    def _next(self, index: int) -> tuple[list[_Request], list[_Request]] | None:
-        """Block until there is work: (batch, expired); None once closing with nothing queued."""
+    def _next(self, index: int, me: int) -> tuple[list[_Request], list[_Request]] | None:
+        """Block until there is work: (batch, expired); None once closing with nothing queued.
+
+        Frees the worker's model if it held it (thread ``me``); a returned batch holds it again.
+        """
         expired: list[_Request] = []
         wake = None
         mark = -1  # arrivals counted when this worker began waiting for a fuller batch
         with self._lock:
+            if self._in_use[index] == me:
+                self._in_use[index] = 0
             while True:
                 if not self._queued:
                     if self._closing:
@@ -412,8 +478,17 @@ class Scheduler:
                 head = self._head()
                 limit = self._limit(head, now)
                 size = self._size(head, limit, now, mark >= 0)
+                if size and self._in_use[index]:  # a helping caller runs this model: hand the work on
+                    other = self._wake_one()
+                    if other is not None:
+                        other.release()
+                    slept = _now()
+                    self._sleep(index, -1)  # the helper wakes this worker when it is done
+                    self._idle_ns[index] += _now() - slept
+                    continue
                 if size:
                     batch = self._take(head.key, size)
+                    self._in_use[index] = me
                     if self.adaptive is not None:
                         self._learn(index, batch, limit, mark)
                     if self._queued:
@@ -426,6 +501,50 @@ class Scheduler:
         if wake is not None:
             wake.release()
         return batch, expired
+
+    def _help(self, future: _Future) -> None:
+        """Run ``future``'s batch in the calling thread if the rules send it now and a model is free."""
+        with self._lock:
+            if future._taken or self._closing or not self._queued:
+                return
+            now = _now()
+            if now >= self._next_deadline:
+                return  # expiry first: a worker does it
+            try:
+                index = self._in_use.index(0)
+            except ValueError:
+                return
+            head = self._head()
+            if head.key != future._key:
+                return
+            size = self._size(head, self._limit(head, now), now, False)
+            if not size:
+                return
+            batch = self._take(head.key, size)
+            me = threading.get_ident()
+            self._in_use[index] = me
+            self._helping.add(me)
+            wake = self._wake_one() if self._queued else None
+        if wake is not None:
+            wake.release()
+        started = _now()
+        try:
+            self._execute(self._models[index], batch)
+        except BaseException as exc:  # never leave a future pending
+            logger.exception("scheduler failed while running a batch")
+            for request in batch:
+                _answer(request.future, exc)
+        finally:
+            self._busy_ns[index] += _now() - started
+            with self._lock:
+                self._in_use[index] = 0
+                self._helping.discard(me)
+                wake = None
+                if self._queued and index in self._idle:  # its worker may have slept while lent out
+                    self._idle.remove(index)
+                    wake = self._wakes[index]
+            if wake is not None:
+                wake.release()
 
     def _learn(self, index: int, batch: list[_Request], limit: int, mark: int) -> None:
         """Report worker ``index``'s previous batch to the adaptive limit; remember this one."""
@@ -444,9 +563,10 @@ class Scheduler:
     def _work(self, index: int) -> None:
         model = self._models[index]
         busy = self._busy_ns
+        me = threading.get_ident()
         while True:
             try:
-                work = self._next(index)
+                work = self._next(index, me)
             except BaseException as exc:  # a bug in batch selection: fail what is queued, keep serving
                 logger.exception("scheduler failed to form a batch; failing the queued requests")
                 with self._lock:
