@@ -270,7 +270,9 @@ class Engine:
         return await asyncio.wrap_future(self.submit(feeds, priority=priority, timeout_ms=timeout_ms))
 
     def _run_queued(self, feeds: Mapping[str, Any], out: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
-        result = self.submit(feeds).result()
+        scheduler = self._scheduler or self._start_scheduler()
+        # no worker is woken: result() runs the batch in this thread when it can, else wakes one
+        result = scheduler.submit(self._check(feeds), wake=False).result()
         if out is None:
             return result
         import numpy as np
