@@ -13,8 +13,9 @@ dropped), so that figures are compared inside one process as ``benchmarks/MEASUR
 Each client sends one request, waits for it, and sends the next (closed loop). Throughput is
 requests answered per second; p50/p99 are client-side latencies. Also measured:
 
-* ``overhead``: scheduling overhead at batch 1 on an Identity model, ``submit().result()`` minus a
-  direct ``CompiledModel.run``, beside a bare thread handoff (SimpleQueue + Future) as the floor;
+* ``overhead``: scheduling overhead at batch 1 on an Identity model, one caller: ``submit().result()``
+  and ``engine.run`` through the queue, minus a direct ``CompiledModel.run``, beside a bare thread
+  handoff (SimpleQueue + Future, what any worker-thread design pays at least);
 * ``stress``: ``--stress`` requests from 64 threads with random priorities, short timeouts, bursts
   past a bounded queue and ``close()`` while in flight; every answer checked against a direct run.
 
@@ -166,7 +167,7 @@ def variants(max_batch: int, fixed: list[int], delay_us: int) -> dict[str, dict]
 
 def bench_model(name: str, args: argparse.Namespace) -> dict:
     threads = args.threads or os.cpu_count() or 1
-    seconds = args.seconds if args.quick else SECONDS.get(name, args.seconds)
+    seconds = args.seconds if args.quick else {**SECONDS, **args.model_seconds}.get(name, args.seconds)
     configs = variants(args.max_batch, args.fixed, args.delay_us)
     engines = {}
     for label, overrides in configs.items():
@@ -253,6 +254,7 @@ def bench_overhead(args: argparse.Namespace) -> dict:
     off = Engine(EngineConfig(num_threads=1, max_batch_size=1)).load(model)
     adaptive = Engine(EngineConfig(num_threads=1, max_batch_size=32)).load(model)
     fixed = Engine(EngineConfig(num_threads=1, max_batch_size=32, adaptive_batching=False, max_queue_delay_us=0)).load(model)
+    queued_run = Engine(EngineConfig(num_threads=1, max_batch_size=32, enable_dynamic_batching=True)).load(model)
     compiled = off.compiled
     handoff: queue.SimpleQueue = queue.SimpleQueue()
 
@@ -283,6 +285,7 @@ def bench_overhead(args: argparse.Namespace) -> dict:
         "submit().result(), max_batch_size=1": timed(lambda: off.submit(feeds).result()),
         "submit().result(), adaptive, max 32": timed(lambda: adaptive.submit(feeds).result()),
         "submit().result(), fixed max 32, delay 0": timed(lambda: fixed.submit(feeds).result()),
+        "engine.run with enable_dynamic_batching (adaptive, max 32)": timed(lambda: queued_run.run(feeds)),
     }
     samples: dict[str, list[int]] = {name: [] for name in paths}
     block = 200
@@ -292,7 +295,7 @@ def bench_overhead(args: argparse.Namespace) -> dict:
             if round_:  # round 0 warms every path up
                 samples[name].extend(times[10:])
     handoff.put(None)
-    for engine in (off, adaptive, fixed):
+    for engine in (off, adaptive, fixed, queued_run):
         engine.close()
     medians = {name: statistics.median(times) / 1e3 for name, times in samples.items()}
     direct = medians["compiled.run (direct)"]
@@ -389,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-us", type=int, default=500)
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads per engine (0 = cores)")
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--model-seconds", nargs="*", default=[], metavar="NAME=S",
+                        help=f"per-model block seconds (defaults {SECONDS})")
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--overhead-rounds", type=int, default=30)
@@ -396,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: short blocks, one round, small stress")
     parser.add_argument("--out", type=Path, default=RESULTS / "scheduler_batching.json")
     args = parser.parse_args(argv)
+    args.model_seconds = {k: float(v) for k, v in (item.split("=", 1) for item in args.model_seconds)}
     if args.quick:
         args.seconds, args.warmup, args.rounds, args.overhead_rounds = 1.0, 0.2, 1, 5
         args.stress = min(args.stress, 5000)
@@ -405,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "method": (
             "one process; every engine loaded up front; variants run in interleaved blocks, "
-            f"{args.rounds} rounds x {args.seconds} s (resnet50: {SECONDS['resnet50']} s) after a "
+            f"{args.rounds} rounds x {args.seconds} s (per model: {({**SECONDS, **args.model_seconds})} s) after a "
             f"{args.warmup} s warm-up per block; closed-loop clients; throughput = answered/s; ratios "
             "divide medians over rounds by the serial batch-1 median of the same run"
         ),

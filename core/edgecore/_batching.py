@@ -46,10 +46,12 @@ def _buckets(max_batch_size: int) -> tuple[int, ...]:
 class AdaptiveBatchSize:
     """The batch size worth forming, learned from the wall time per item of the batches that ran.
 
-    The scheduler reports, per batch, its items and its *cycle*: the worker's time from dispatching
-    it to dispatching the next one, less the time the worker sat idle with an empty queue. That is
-    execution plus assembling, splitting, answering and waiting for the next batch to fill, so the
-    cost of a size includes the pipeline bubbles a large batch leaves, not only its compute.
+    The scheduler reports, per batch, its items and its *cycle*: the time from dispatching it to
+    dispatching the next batch on the same model. That is execution plus assembling, splitting,
+    answering and waiting for the next batch, so the cost of a size includes the pipeline bubbles a
+    large batch leaves, not only its compute. (Under light load the cycle is mostly waiting for
+    requests, which inflates the small sizes light load produces; the limit then errs large, which
+    light load never fills: harmless, and re-learned by probes when load returns.)
 
     Batch sizes fall into buckets 1, 2, 4, ... and ``max_batch_size``; each bucket keeps an
     exponentially weighted time per item. First every bucket is tried ``min_samples`` times

@@ -189,11 +189,9 @@ class Scheduler:
         self._arrivals = 0  # requests accepted so far
         self._wait_yield = 1.0  # exponentially weighted arrivals during a wait for a fuller batch
         self._skipped_waits = 0
-        # per worker, for the adaptive limit: the batch dispatched last (items, limit), when, and
-        # how long the worker has since slept with an empty queue
+        # per model instance, for the adaptive limit: the batch dispatched last (items, limit), and when
         self._last_batch: list[tuple[int, int] | None] = [None] * len(self._models)
         self._dispatched = [0] * len(self._models)
-        self._idle_ns = [0] * len(self._models)
         self._closing = False
         self._ids = REQUEST_IDS  # process-wide, so that requests of different engines differ in a trace
         self.cancelled = 0
@@ -464,9 +462,7 @@ class Scheduler:
                 if not self._queued:
                     if self._closing:
                         return None
-                    slept = _now()
                     self._sleep(index, -1)
-                    self._idle_ns[index] += _now() - slept
                     continue
                 now = _now()
                 if now >= self._next_deadline:
@@ -482,9 +478,7 @@ class Scheduler:
                     other = self._wake_one()
                     if other is not None:
                         other.release()
-                    slept = _now()
                     self._sleep(index, -1)  # the helper wakes this worker when it is done
-                    self._idle_ns[index] += _now() - slept
                     continue
                 if size:
                     batch = self._take(head.key, size)
@@ -517,10 +511,13 @@ class Scheduler:
             head = self._head()
             if head.key != future._key:
                 return
-            size = self._size(head, self._limit(head, now), now, False)
+            limit = self._limit(head, now)
+            size = self._size(head, limit, now, False)
             if not size:
                 return
             batch = self._take(head.key, size)
+            if self.adaptive is not None:
+                self._learn(index, batch, limit, -1)
             me = threading.get_ident()
             self._in_use[index] = me
             self._helping.add(me)
@@ -547,16 +544,21 @@ class Scheduler:
                 wake.release()
 
     def _learn(self, index: int, batch: list[_Request], limit: int, mark: int) -> None:
-        """Report worker ``index``'s previous batch to the adaptive limit; remember this one."""
+        """Report model ``index``'s previous batch to the adaptive limit; remember this one.
+
+        The previous batch's cost is the time from its dispatch to this one on the same model: its
+        execution plus whatever kept the model from the next batch (answering, waiting for
+        requests). Time with no request at all counts too: under a closed loop of clients that is
+        the bubble a large batch leaves while its clients send their next requests.
+        """
         now = _now()
         if mark >= 0:
             self._wait_yield += (self._arrivals - mark - self._wait_yield) * 0.25
         last = self._last_batch[index]
         if last is not None:
-            self.adaptive.observe(last[0], now - self._dispatched[index] - self._idle_ns[index], last[1])
+            self.adaptive.observe(last[0], now - self._dispatched[index], last[1])
         self._last_batch[index] = (sum([request.items for request in batch]), limit)
         self._dispatched[index] = now
-        self._idle_ns[index] = 0
 
     # -- workers --------------------------------------------------------------------------------------
 
