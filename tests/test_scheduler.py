@@ -342,6 +342,43 @@ def test_a_cancelled_request_is_dropped():
     assert 3 not in [float(b[0, 0]) for b in model.batches] and sched.cancelled == 1
 
 
+def test_a_waiting_caller_runs_its_own_batch_when_the_model_is_free():
+    class Recording(ScriptedModel):
+        def run(self, feeds, out=None):
+            self.threads.append(threading.get_ident())
+            return super().run(feeds, out)
+
+    model = Recording()
+    model.threads = []
+    sched = scheduler(model, max_batch_size=4, max_queue_delay_us=0)
+    assert sched.submit(rows(1)[0], wake=False).result()["y"][0, 0] == 2
+    assert model.threads == [threading.get_ident()]  # no worker was involved
+
+    # while a caller runs the model, the worker waits for it, then serves what queued meanwhile
+    model.gate.clear()
+    model.started.clear()
+    helper_result = {}
+    caller = threading.Thread(target=lambda: helper_result.update(sched.submit(rows(5)[0], wake=False).result()))
+    caller.start()
+    assert model.started.wait(5)
+    later = sched.submit(rows(6)[0])
+    time.sleep(0.05)
+    assert not later.done()  # the only model is lent to the caller
+    model.gate.set()
+    caller.join(5)
+    assert later.result(5)["y"][0, 0] == 12 and helper_result["y"][0, 0] == 10
+    assert model.threads[1] == caller.ident and model.threads[2] not in (caller.ident, threading.get_ident())
+    sched.close()
+
+
+def test_a_lazy_request_whose_caller_does_not_block_still_runs():
+    model = ScriptedModel()
+    sched = scheduler(model, max_batch_size=4, max_queue_delay_us=0)
+    future = sched.submit(rows(3)[0], wake=False)
+    assert future.result(timeout=5)["y"][0, 0] == 6  # with a timeout the caller wakes a worker instead
+    sched.close()
+
+
 # -- shutdown --------------------------------------------------------------------------------------
 
 

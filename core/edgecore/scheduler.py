@@ -115,11 +115,12 @@ class _Future(concurrent.futures.Future):
         self._woken = woken  # submit woke a worker for it
 
     def result(self, timeout: float | None = None) -> Any:
-        if not self._taken and self._state == _PENDING:
+        scheduler = self._scheduler  # None once off the queue: a kept future does not keep the models
+        if scheduler is not None and not self._taken and self._state == _PENDING:
             if timeout is None:
-                self._scheduler._help(self)
+                scheduler._help(self)
             if not self._woken and not self._taken:
-                self._scheduler._wake()  # the caller could not run it: a worker must
+                scheduler._wake()  # the caller could not run it: a worker must
         return super().result(timeout)
 
 
@@ -344,7 +345,7 @@ class Scheduler:
     def _take_all(self) -> list[_Request]:
         taken = [request for level in self._queues for queue in level.values() for request in queue]
         for request in taken:
-            request.future._taken = True
+            request.future._taken, request.future._scheduler = True, None
         for level in self._queues:
             level.clear()
         self._items.clear()
@@ -362,7 +363,7 @@ class Scheduler:
                 if len(keep) != len(queue):
                     for request in queue:
                         if request.deadline and request.deadline <= now:
-                            request.future._taken = True
+                            request.future._taken, request.future._scheduler = True, None
                             expired.append(request)
                             self._items[key] -= request.items
                             self._queued -= 1
@@ -432,7 +433,7 @@ class Scheduler:
                 continue
             while queue and (total + queue[0].items <= size or not batch):
                 request = queue.popleft()
-                request.future._taken = True
+                request.future._taken, request.future._scheduler = True, None
                 batch.append(request)
                 total += request.items
             if not queue:
@@ -531,6 +532,8 @@ class Scheduler:
             logger.exception("scheduler failed while running a batch")
             for request in batch:
                 _answer(request.future, exc)
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt and the like belong to the calling thread
         finally:
             self._busy_ns[index] += _now() - started
             with self._lock:
