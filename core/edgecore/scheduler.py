@@ -71,7 +71,6 @@ Concurrency
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import logging
 import threading
@@ -80,7 +79,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from edgecore._batching import AdaptiveBatchSize, batch_dimension
+from edgecore._batching import AdaptiveBatchSize, Request, RequestQueue, batch_dimension
 from edgecore.errors import ConfigurationError, EngineClosedError, QueueFullError, RequestTimeoutError
 from edgecore.profiling.profiler import REQUEST_IDS, get_profiler, next_batch_id
 
@@ -95,7 +94,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["Scheduler"]
 
 _now = time.perf_counter_ns
-_NEVER = 1 << 62
 _InvalidState = concurrent.futures.InvalidStateError
 _PENDING = "PENDING"  # concurrent.futures' state name for a future nobody has run or cancelled
 
@@ -124,17 +122,11 @@ class _Future(concurrent.futures.Future):
         return super().result(timeout)
 
 
-class _Request:
-    __slots__ = ("feeds", "future", "key", "items", "deadline", "arrival", "rid")
-
-    def __init__(self, feeds: dict[str, np.ndarray], future: _Future, key: Any, items: int, deadline: int, arrival: int, rid: int) -> None:
-        self.feeds = feeds
-        self.future = future
-        self.key = key
-        self.items = items
-        self.deadline = deadline  # perf_counter_ns, 0 = none
-        self.arrival = arrival
-        self.rid = rid
+def _off(requests: list[Request]) -> list[Request]:
+    """Mark ``requests`` as off the queue for their futures (no helping, no scheduler reference)."""
+    for request in requests:
+        request.future._taken, request.future._scheduler = True, None
+    return requests
 
 
 def _answer(future: _Future, exc: BaseException) -> bool:
@@ -183,10 +175,7 @@ class Scheduler:
         self._idle: list[int] = []  # workers asleep on their wake lock
         self._in_use = [0] * len(self._models)  # model i runs a batch: the running thread's ident, or 0
         self._helping: set[int] = set()  # threads of callers running a batch
-        self._queues: list[dict[Any, collections.deque[_Request]]] = [{} for _ in range(config.priority_levels)]
-        self._items: dict[Any, int] = {}  # key -> items queued, all levels
-        self._queued = 0
-        self._next_deadline = _NEVER  # a lower bound of the earliest deadline queued
+        self._queue = RequestQueue(config.priority_levels)
         self._arrivals = 0  # requests accepted so far
         self._wait_yield = 1.0  # exponentially weighted arrivals during a wait for a fuller batch
         self._skipped_waits = 0
@@ -238,25 +227,17 @@ class Scheduler:
             key, items = None, 1
         future = _Future(self, key, wake)
         now = _now()
-        request = _Request(feeds, future, key, items, now + timeout_ns if timeout_ns else 0, now, next(self._ids))
+        request = Request(feeds, future, key, items, now + timeout_ns if timeout_ns else 0, now, next(self._ids))
         with self._lock:
             if self._closing:
                 raise EngineClosedError("the engine is closing or closed; it accepts no more requests")
-            if self._max_queue and self._queued >= self._max_queue:
+            if self._max_queue and self._queue.queued >= self._max_queue:
                 self._stats.record_failure("rejected")
                 raise QueueFullError(
                     f"the queue holds max_queue_size={self._max_queue} requests; retry later, or raise "
                     f"max_queue_size or the engine's throughput (instances, max_batch_size)"
                 )
-            level = self._queues[priority]
-            queue = level.get(key)
-            if queue is None:
-                queue = level[key] = collections.deque()
-            queue.append(request)
-            self._items[key] = self._items.get(key, 0) + items
-            self._queued += 1
-            if request.deadline and request.deadline < self._next_deadline:
-                self._next_deadline = request.deadline
+            self._queue.push(request, priority)
             self._arrivals += 1
             waker = self._wake_one() if wake and self._idle else None
         if waker is not None:
@@ -266,7 +247,7 @@ class Scheduler:
     @property
     def queued(self) -> int:
         """Requests waiting (not running)."""
-        return self._queued
+        return self._queue.queued
 
     def utilization(self) -> tuple[float, ...]:
         """Per instance, the share of wall time since start spent assembling, running and splitting."""
@@ -300,7 +281,7 @@ class Scheduler:
             logger.error("%d queued requests were left by failed workers; failing them", len(stranded))
             self._fail_closed(stranded)
 
-    def _fail_closed(self, requests: list[_Request]) -> None:
+    def _fail_closed(self, requests: list[Request]) -> None:
         for request in requests:
             if _answer(request.future, EngineClosedError("the engine was closed before this request ran")):
                 self._stats.record_failure("failed")
@@ -326,10 +307,16 @@ class Scheduler:
                 finally:
                     self._lock.acquire()
 
+    def _take_all(self) -> list[Request]:
+        return _off(self._queue.take_all())
+
+    def _take(self, key: Any, size: int) -> list[Request]:
+        return _off(self._queue.take(key, size))
+
     def _wake(self) -> None:
         """Wake one idle worker whose model is free, if requests wait."""
         with self._lock:
-            waker = self._wake_one() if self._queued and self._idle else None
+            waker = self._wake_one() if self._queue.queued and self._idle else None
         if waker is not None:
             waker.release()
 
@@ -342,58 +329,11 @@ class Scheduler:
                 return self._wakes[idle.pop(position)]
         return None
 
-    def _take_all(self) -> list[_Request]:
-        taken = [request for level in self._queues for queue in level.values() for request in queue]
-        for request in taken:
-            request.future._taken, request.future._scheduler = True, None
-        for level in self._queues:
-            level.clear()
-        self._items.clear()
-        self._queued = 0
-        self._next_deadline = _NEVER
-        return taken
-
-    def _expire(self, now: int, expired: list[_Request]) -> None:
-        """Move requests past their deadline into ``expired``; recompute the next deadline."""
-        earliest = _NEVER
-        for level in self._queues:
-            for key in list(level):
-                queue = level[key]
-                keep = [r for r in queue if not r.deadline or r.deadline > now]
-                if len(keep) != len(queue):
-                    for request in queue:
-                        if request.deadline and request.deadline <= now:
-                            request.future._taken, request.future._scheduler = True, None
-                            expired.append(request)
-                            self._items[key] -= request.items
-                            self._queued -= 1
-                    if keep:
-                        level[key] = collections.deque(keep)
-                    else:
-                        del level[key]
-                for request in keep:
-                    if request.deadline and request.deadline < earliest:
-                        earliest = request.deadline
-        for key in [k for k, n in self._items.items() if not n]:
-            del self._items[key]
-        self._next_deadline = earliest
-
-    def _head(self) -> _Request:
-        """The oldest request of the highest non-empty priority level."""
-        for level in self._queues:
-            if level:
-                head = None
-                for queue in level.values():
-                    if head is None or queue[0].arrival < head.arrival:
-                        head = queue[0]
-                return head
-        raise AssertionError("_head called on an empty queue")
-
-    def _size(self, head: _Request, limit: int, now: int, waiting: bool) -> int:
+    def _size(self, head: Request, limit: int, now: int, waiting: bool) -> int:
         """Items to send now for ``head``'s key, or 0 to wait for more (``waiting``: already are)."""
         if not self.batching or limit <= 1:
             return limit
-        available = self._items[head.key]
+        available = self._queue.items[head.key]
         for size in self._preferred:
             if size <= limit and size <= available:
                 return size
@@ -408,7 +348,7 @@ class Scheduler:
                 return limit  # recent waits brought nothing: do not make this request wait
         return 0
 
-    def _limit(self, head: _Request, now: int) -> int:
+    def _limit(self, head: Request, now: int) -> int:
         """The largest batch to form for ``head`` (adaptive limit and its deadline's bound)."""
         adaptive = self.adaptive
         if adaptive is None:
@@ -420,59 +360,31 @@ class Scheduler:
                 limit //= 2
         return limit
 
-    def _take(self, key: Any, size: int) -> list[_Request]:
-        """Up to ``size`` items of ``key``'s requests, highest priority first, in arrival order.
-
-        A request larger than ``size`` is taken alone when it leads.
-        """
-        batch: list[_Request] = []
-        total = 0
-        for level in self._queues:
-            queue = level.get(key)
-            if not queue:
-                continue
-            while queue and (total + queue[0].items <= size or not batch):
-                request = queue.popleft()
-                request.future._taken, request.future._scheduler = True, None
-                batch.append(request)
-                total += request.items
-            if not queue:
-                del level[key]
-            if queue or total >= size:
-                break
-        left = self._items[key] - total
-        if left:
-            self._items[key] = left
-        else:
-            del self._items[key]
-        self._queued -= len(batch)
-        return batch
-
-    def _next(self, index: int, me: int) -> tuple[list[_Request], list[_Request]] | None:
+    def _next(self, index: int, me: int) -> tuple[list[Request], list[Request]] | None:
         """Block until there is work: (batch, expired); None once closing with nothing queued.
 
         Frees the worker's model if it held it (thread ``me``); a returned batch holds it again.
         """
-        expired: list[_Request] = []
+        expired: list[Request] = []
         wake = None
         mark = -1  # arrivals counted when this worker began waiting for a fuller batch
         with self._lock:
             if self._in_use[index] == me:
                 self._in_use[index] = 0
             while True:
-                if not self._queued:
+                if not self._queue.queued:
                     if self._closing:
                         return None
                     self._sleep(index, -1)
                     continue
                 now = _now()
-                if now >= self._next_deadline:
-                    self._expire(now, expired)
+                if now >= self._queue.next_deadline:
+                    _off(self._queue.expire(now, expired))
                     if expired:
                         return [], expired
-                    if not self._queued:
+                    if not self._queue.queued:
                         continue
-                head = self._head()
+                head = self._queue.head()
                 limit = self._limit(head, now)
                 size = self._size(head, limit, now, mark >= 0)
                 if size and self._in_use[index]:  # a helping caller runs this model: hand the work on
@@ -486,12 +398,12 @@ class Scheduler:
                     self._in_use[index] = me
                     if self.adaptive is not None:
                         self._learn(index, batch, limit, mark)
-                    if self._queued:
+                    if self._queue.queued:
                         wake = self._wake_one()  # another idle worker may take the rest
                     break
                 if mark < 0:
                     mark = self._arrivals
-                until = min(head.arrival + self._delay_ns, self._next_deadline)
+                until = min(head.arrival + self._delay_ns, self._queue.next_deadline)
                 self._sleep(index, (until - now) / 1e9)
         if wake is not None:
             wake.release()
@@ -500,16 +412,16 @@ class Scheduler:
     def _help(self, future: _Future) -> None:
         """Run ``future``'s batch in the calling thread if the rules send it now and a model is free."""
         with self._lock:
-            if future._taken or self._closing or not self._queued:
+            if future._taken or self._closing or not self._queue.queued:
                 return
             now = _now()
-            if now >= self._next_deadline:
+            if now >= self._queue.next_deadline:
                 return  # expiry first: a worker does it
             try:
                 index = self._in_use.index(0)
             except ValueError:
                 return
-            head = self._head()
+            head = self._queue.head()
             if head.key != future._key:
                 return
             limit = self._limit(head, now)
@@ -522,7 +434,7 @@ class Scheduler:
             me = threading.get_ident()
             self._in_use[index] = me
             self._helping.add(me)
-            wake = self._wake_one() if self._queued else None
+            wake = self._wake_one() if self._queue.queued else None
         if wake is not None:
             wake.release()
         started = _now()
@@ -540,13 +452,13 @@ class Scheduler:
                 self._in_use[index] = 0
                 self._helping.discard(me)
                 wake = None
-                if self._queued and index in self._idle:  # its worker may have slept while lent out
+                if self._queue.queued and index in self._idle:  # its worker may have slept while lent out
                     self._idle.remove(index)
                     wake = self._wakes[index]
             if wake is not None:
                 wake.release()
 
-    def _learn(self, index: int, batch: list[_Request], limit: int, mark: int) -> None:
+    def _learn(self, index: int, batch: list[Request], limit: int, mark: int) -> None:
         """Report model ``index``'s previous batch to the adaptive limit; remember this one.
 
         The previous batch's cost is the time from its dispatch to this one on the same model: its
@@ -594,7 +506,7 @@ class Scheduler:
                     _answer(request.future, exc)
             busy[index] += _now() - started
 
-    def _time_out(self, expired: list[_Request], now: int) -> None:
+    def _time_out(self, expired: list[Request], now: int) -> None:
         for request in expired:
             waited = (now - request.arrival) / 1e6
             allowed = (request.deadline - request.arrival) / 1e6
@@ -604,7 +516,7 @@ class Scheduler:
             if _answer(request.future, error):
                 self._stats.record_failure("timed_out")
 
-    def _execute(self, model: CompiledModel, batch: list[_Request]) -> None:
+    def _execute(self, model: CompiledModel, batch: list[Request]) -> None:
         if len(batch) == 1:
             if batch[0].future.set_running_or_notify_cancel():
                 self._run_alone(model, batch[0])
@@ -661,7 +573,7 @@ class Scheduler:
         if profiler.active:
             self._trace(live, items, assembled, started, finished, resolved)
 
-    def _assemble(self, batch: list[_Request], items: int) -> dict[str, np.ndarray]:
+    def _assemble(self, batch: list[Request], items: int) -> dict[str, np.ndarray]:
         """The batch's inputs, concatenated along dimension 0 into pool buffers."""
         pool = self._pool
         feeds = {}
@@ -672,7 +584,7 @@ class Scheduler:
             feeds[name] = buffer
         return feeds
 
-    def _run_alone(self, model: CompiledModel, request: _Request) -> None:
+    def _run_alone(self, model: CompiledModel, request: Request) -> None:
         started = _now()
         try:
             outputs = model.run(request.feeds)
@@ -687,7 +599,7 @@ class Scheduler:
         if self._profiler.active:
             self._trace([request], request.items, started, started, finished, resolved)
 
-    def _trace(self, batch: list[_Request], items: int, assembled: int, started: int, finished: int, resolved: int) -> None:
+    def _trace(self, batch: list[Request], items: int, assembled: int, started: int, finished: int, resolved: int) -> None:
         """Profiler spans of one batch (only while a profiling session records); every span of the
         batch shares one args dict: batch id and size (items), backend, the requests' ids."""
         record = self._profiler.record
