@@ -79,6 +79,7 @@ class Engine:
         self._stats = StatsRecorder()
         self._profiler = get_profiler()
         self._process: ProcessSampler | None = None  # CPU/memory readings for metrics(), from load on
+        self._span_names = ("", "")  # (backend, model) for the spans of run, set by load
         self._closed = False
 
     # -- life --------------------------------------------------------------------------------------
@@ -106,6 +107,7 @@ class Engine:
                 previous.close()
         self.graph, self.backend_spec, self._compiled, self._instances = graph, spec, compiled, instances
         self._check = FeedChecker(compiled.inputs)
+        self._span_names = (spec.name, graph.name)
         if self._process is None:
             self._process = ProcessSampler()
         self._pm.hook.edgecore_engine_started(engine=self)
@@ -144,6 +146,7 @@ class Engine:
             previous = (self._compiled, *self._instances)
             self.graph, self._compiled, self._instances = graph, compiled, instances
             self._check = FeedChecker(compiled.inputs)
+            self._span_names = (self.backend, graph.name)
             for model in previous:
                 model.close()
         return report
@@ -221,7 +224,8 @@ class Engine:
         whole call) and ``backend_execute`` (the compiled model's run), sharing one args dict."""
         rid = next_request_id()
         started = _now()
-        args = {"batch_id": next_batch_id(), "batch_size": 1, "backend": self.backend, "model": self.graph.name}
+        backend, model = self._span_names
+        args = {"batch_id": next_batch_id(), "batch_size": 1, "backend": backend, "model": model}
         executed = finished = 0
         try:
             arrays = self._check(feeds)
