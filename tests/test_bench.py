@@ -120,7 +120,8 @@ def test_interleaved_blocks_alternate_and_drop_the_first_calls_of_each_block():
 
 def test_alone_every_query_is_kept():
     calls = []
-    measured = loops.measure([_recording_side("edgecore", calls)], loops.sequential({}), BenchSettings(duration_s=1e-6, min_queries=7, block_size=4))
+    settings = BenchSettings(duration_s=1e-6, min_queries=7, block_size=4)
+    measured = loops.measure([_recording_side("edgecore", calls)], loops.sequential({}), settings)
     assert measured["edgecore"].queries == len(calls) == 8
 
 

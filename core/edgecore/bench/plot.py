@@ -69,7 +69,8 @@ def _percentiles(ax, result: ScenarioResult) -> None:
     ranks = np.linspace(0, 99.9, 200)
     ax.plot(ranks, np.percentile(result.latencies_ms, ranks), color=_OURS, label="edgecore")
     if result.baseline is not None and result.baseline.latencies_ms.size:
-        ax.plot(ranks, np.percentile(result.baseline.latencies_ms, ranks), color=_RAW, label=f"raw {result.baseline.runtime}")
+        raw = result.baseline
+        ax.plot(ranks, np.percentile(raw.latencies_ms, ranks), color=_RAW, label=f"raw {raw.runtime}")
     if result.latencies_ms.min() > 0 and np.percentile(result.latencies_ms, 99.9) / result.latencies_ms.min() > WIDE:
         ax.set_yscale("log")
     ax.set_title(f"{_label(result)}: latency by percentile", fontsize=9)

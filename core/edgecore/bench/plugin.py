@@ -95,5 +95,7 @@ def edgecore_benchmarks() -> list[ScenarioSpec]:
         ScenarioSpec(name="reporter:json", runner=_json, description="the JSON document of docs/benchmarks.md"),
         ScenarioSpec(name="reporter:markdown", runner=_markdown, description="a Markdown table"),
         ScenarioSpec(name="reporter:plot", runner=_plot, description="PNG: latency distributions, sweeps, peak search"),
-        ScenarioSpec(name="dataset:digits_cnn", runner=_digits, description="scikit-learn digits, held-out split (450 images)"),
+        ScenarioSpec(
+            name="dataset:digits_cnn", runner=_digits, description="scikit-learn digits, held-out split (450 images)"
+        ),
     ]

@@ -153,7 +153,8 @@ def _notes(result: ScenarioResult) -> str:
     if result.scenario == "cold-start":
         memory = m.get("memory") or {}
         stages = m.get("stages_ms") or {}
-        parts = ", ".join(f"{k.removesuffix('_ms')} {_sig(v)}" for k, v in stages.items() if v is not None and k != "in_process_ms")
+        shown = {k.removesuffix("_ms"): v for k, v in stages.items() if v is not None and k != "in_process_ms"}
+        parts = ", ".join(f"{k} {_sig(v)}" for k, v in shown.items())
         return f"{_fmt(m.get('cold_start_ms'), 0)} ms ({parts}); peak memory +{_fmt(memory.get('peak_growth_mb'), 1)} MB"
     if result.scenario == "accuracy":
         return f"top-1 {m.get('top1', 0):.2%} on {m.get('samples')} samples of {m.get('dataset')}"

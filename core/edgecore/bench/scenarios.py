@@ -105,6 +105,6 @@ def accuracy(ctx: ScenarioContext) -> ScenarioResult:
     if ctx.baseline:
         ctx.progress(0.5, "raw runtime")
         raw_correct, measured["raw"] = _top1(ctx.raw.run, feeds, labels, ctx.batch)
-        raw_metrics = {"dataset": name, "samples": len(labels), "correct": raw_correct, "top1": raw_correct / max(1, len(labels))}
+        raw_metrics = dict(metrics, correct=raw_correct, top1=raw_correct / max(1, len(labels)))
     ctx.progress(1.0, f"top-1 {metrics['top1']:.2%}")
     return ctx.result(measured, metrics=metrics, raw_metrics=raw_metrics)
