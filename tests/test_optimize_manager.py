@@ -73,7 +73,7 @@ def test_passes_that_break_limits_raise_or_change_the_interface_are_rolled_back(
         _spec("nothing", _Nothing()),
         _spec("small_perturbation", _Perturb(1e-4)),
     ]
-    config = OptimizationConfig(calibration_data={"input": images}, accuracy_budget=0.01)
+    config = OptimizationConfig(calibration_data={"input": images[:48]}, accuracy_budget=0.01)
     optimized, report = PassManager(config, passes=passes, backend="reference").run(graph)
     status = {p.name: p.status for p in report.passes}
     assert status == {"perturb_exact": "rolled_back", "boom": "failed", "rename": "rolled_back",
@@ -246,3 +246,17 @@ def test_optimized_models_run_unchanged_on_every_available_backend(backend, opti
             logits = engine.run({"input": images[:32]})["logits"]
         assert logits.shape == (32, 10)
         assert np.mean(np.argmax(logits, 1) == labels[:32]) > 0.9, (backend, name)
+
+
+@pytest.mark.parametrize("backend", [b for b in _available_backends() if b != "cpu_simd"])
+def test_int8_qdq_of_a_zoo_model_agrees_across_backends(backend):
+    graph, _ = optimize("zoo:resnet_tiny", OptimizationConfig(enable_quantization=True, num_samples=4,
+                                                              accuracy_budget=float("inf")), backend="cpu_simd")
+    x = np.random.default_rng(3).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    outputs = {}
+    for name in ("cpu_simd", backend):
+        with edgecore.Engine(edgecore.EngineConfig(backend=name)) as engine:
+            engine.load(graph.to_bytes())
+            outputs[name] = engine.run({"input": x})["logits"].ravel()
+    a, b = outputs["cpu_simd"], outputs[backend]
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.99

@@ -153,7 +153,9 @@ def select_passes(config: OptimizationConfig, registry: dict[str, PassSpec], bac
         spec = registry.get(name)
         if spec is None or (stage is not None and spec.stage != stage):
             hint = " (pip install edgecore-cpu-simd brings 'int8')" if name == "int8" else ""
-            raise OptimizationError(f"{why} asks for pass {name!r}, which is not registered{hint}; available: {available}")
+            raise OptimizationError(
+                f"{why} asks for pass {name!r}, which is not registered{hint}; available: {available}"
+            )
         return spec
 
     if config.passes:
@@ -282,10 +284,12 @@ class PassManager:
         base = dict(name=spec.name, stage=spec.stage, exact=spec.exact, before=before)
 
         def record(status: str, reason: str, **more: Any) -> PassRecord:
-            return PassRecord(**base, status=status, reason=reason, notes=context.notes, details=context.details, **more)
+            return PassRecord(**base, status=status, reason=reason, notes=context.notes, details=context.details,
+                              **more)
 
         if spec.stage == "precision" and is_quantized(current):
-            return record(SKIPPED, "the graph is already quantized; mixed precision applies to float graphs"), None, None
+            why = "the graph is already quantized; mixed precision applies to float graphs"
+            return record(SKIPPED, why), None, None
         started = time.perf_counter()
         try:
             model = current.copy()

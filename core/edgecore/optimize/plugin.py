@@ -27,7 +27,9 @@ def _graph_optimization(context: PassContext) -> ir.passes.PassBase:
     if options:
         from edgecore.errors import OptimizationError
 
-        raise OptimizationError(f"pass 'graph_optimization' does not know option(s) {sorted(options)}; known: ['iterations']")
+        raise OptimizationError(
+            f"pass 'graph_optimization' does not know option(s) {sorted(options)}; known: ['iterations']"
+        )
     return GraphOptimizationPass(iterations=iterations)
 
 

@@ -72,7 +72,9 @@ class StructuredPruningPass(ir.passes.InPlacePass):
         self.ratio = ratio
         self.residual = options.get("residual", "skip")
         if self.residual not in ("skip", "prune"):
-            raise OptimizationError(f"structured_pruning option residual must be 'skip' or 'prune', got {self.residual!r}")
+            raise OptimizationError(
+                f"structured_pruning option residual must be 'skip' or 'prune', got {self.residual!r}"
+            )
         self.multiple = int(options.get("channel_multiple", 8))
         self.min_channels = int(options.get("min_channels", 4))
         self.summary: dict[str, Any] = {}
@@ -120,7 +122,8 @@ class StructuredPruningPass(ir.passes.InPlacePass):
                 share = 1 - self.summary["channels_after"] / self.summary["channels_before"]
                 self.context.note(
                     f"{self.summary['groups_pruned']} of {self.summary['groups']} channel groups pruned: "
-                    f"{self.summary['channels_before']} -> {self.summary['channels_after']} channels ({share:.1%} removed)"
+                    f"{self.summary['channels_before']} -> {self.summary['channels_after']} channels "
+                    f"({share:.1%} removed)"
                 )
 
     def _skip_reason(self, group: ChannelGroup) -> str:

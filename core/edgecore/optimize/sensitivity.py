@@ -49,7 +49,10 @@ def _intermediates(context: PassContext, model: ir.Model, names: Sequence[str], 
         chunk = list(names[start : start + CHUNK])
         probe = _copy(model)
         values = _values_by_name(probe)
-        exposed = [values[n] for n in chunk if n in values and values[n].dtype is not None and not values[n].is_graph_output()]
+        exposed = [
+            values[n] for n in chunk
+            if n in values and values[n].dtype is not None and not values[n].is_graph_output()
+        ]
         if not exposed:
             continue
         probe.graph.outputs.extend(exposed)

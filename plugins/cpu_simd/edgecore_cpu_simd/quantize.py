@@ -164,7 +164,9 @@ class Int8QuantizationPass(ir.passes.FunctionalPass):
             nodes_to_exclude=self.exclude,
         )
         self.context.detail("op_types", op_types)
-        self.context.note(f"dynamic int8: {', '.join(op_types)} weights quantized, activation scales computed at run time")
+        self.context.note(
+            f"dynamic int8: {', '.join(op_types)} weights quantized, activation scales computed at run time"
+        )
         return _portable(target)
 
     # -- static --------------------------------------------------------------------------------------------
