@@ -241,3 +241,30 @@ def test_zoo_tiny_structured_pruning_shrinks_and_runs(name):
     assert record.details["groups_pruned"] > 0
     onnx.checker.check_model(graph.to_proto(), full_check=True)
     assert record.vs_original is not None and np.isfinite(record.vs_original.cosine)
+
+
+def test_bias_compensation_restores_a_constant_channel_exactly():
+    """A channel with zero weights but a positive bias is a constant after Relu: pruning it and moving
+    its contribution into the consumer's bias (1x1 conv: no borders) changes nothing."""
+    wa = _conv_weight(6, 3, 1, (2,))
+    ba = _bias(6)
+    ba[2] = 0.5
+    inits = {"wa": wa, "ba": ba, "wc": _conv_weight(4, 6, 1), "bc": _bias(4)}
+    nodes = [
+        helper.make_node("Conv", ["x", "wa", "ba"], ["a"], name="conv_a"),
+        helper.make_node("Relu", ["a"], ["ra"], name="relu_a"),
+        helper.make_node("Conv", ["ra", "wc", "bc"], ["y"], name="conv_c"),
+    ]
+    model = _model(nodes, inits, ["n", 3, 5, 5], ["n", 4, 5, 5])
+    x = RNG.normal(size=(4, 3, 5, 5)).astype(np.float32)
+    results = {}
+    for compensate in (False, True):
+        config = OptimizationConfig(enable_graph_optimization=False, enable_pruning=True, pruning_ratio=0.17,
+                                    calibration_data={"x": x}, accuracy_budget=float("inf"),
+                                    custom_options={"structured_pruning": {"min_channels": 1,
+                                                                           "compensate": compensate}})
+        graph, report = optimize(model, config, backend="reference")
+        assert _weight_shape(graph, "conv_c") == (4, 5, 1, 1)
+        results[compensate] = report.record("structured_pruning")
+    assert results[True].details["bias_compensation"] is True
+    assert results[True].vs_original.max_rel_error < 1e-5 < results[False].vs_original.max_rel_error

@@ -31,7 +31,7 @@ from edgecore.optimize.graph_passes import const_array, new_initializer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ChannelGroup", "ChannelPlan", "analyze", "apply_plan"]
+__all__ = ["ChannelGroup", "ChannelPlan", "analyze", "apply_plan", "compensation_inputs"]
 
 #: Elementwise unary ops: output channel c depends on input channel c only.
 UNARY = frozenset({
@@ -173,6 +173,11 @@ def _weight(node: ir.Node, index: int) -> np.ndarray | None:
 def _attr_int(node: ir.Node, name: str, default: int) -> int:
     attr = node.attributes.get(name)
     return default if attr is None else attr.as_int()
+
+
+def _attr_float(node: ir.Node, name: str, default: float) -> float:
+    attr = node.attributes.get(name)
+    return default if attr is None else attr.as_float()
 
 
 def _const_axis_size(c: np.ndarray, axis_from_end: int) -> int:
@@ -480,13 +485,82 @@ def _output_axis(node: ir.Node) -> int:
     return 1  # MatMul
 
 
-def apply_plan(graph: ir.Graph, plan: ChannelPlan, keep: dict[Any, np.ndarray]) -> int:
+def _pruned(space: Any, keep: dict[_Group, np.ndarray]) -> bool:
+    return any(g in keep for g in space.leaves())
+
+
+def _dense_consumer(edit: _Edit) -> bool:
+    """An edit that drops input channels of a Conv (dense) or Gemm weight."""
+    node = edit.node
+    if edit.index != 1:
+        return False
+    if node.op_type == "Conv":
+        return _attr_int(node, "group", 1) == 1 and edit.axis == 1
+    return node.op_type == "Gemm"
+
+
+def compensation_inputs(plan: ChannelPlan, keep: dict[Any, np.ndarray]) -> list[ir.Value]:
+    """Data inputs of the Conv/Gemm consumers that lose input channels under ``keep``.
+
+    Their per-channel means (over samples and positions) let :func:`apply_plan` move what the
+    removed channels contributed on average into the consumers' biases.
+    """
+    keep = {key.root(): idx for key, idx in keep.items()}
+    found: dict[ir.Value, None] = {}
+    for edit in plan.edits:
+        if _dense_consumer(edit) and _pruned(edit.space, keep) and edit.node.inputs[0] is not None:
+            found.setdefault(edit.node.inputs[0], None)
+    return list(found)
+
+
+def _compensate(graph: ir.Graph, plan: ChannelPlan, keep: dict[_Group, np.ndarray],
+                means: dict[str, np.ndarray]) -> int:
+    """Add ``W[:, removed] . mean[removed]`` to each dense consumer's bias; return consumers changed."""
+    changed = 0
+    for edit in plan.edits:
+        node, x = edit.node, edit.node.inputs[0]
+        if not _dense_consumer(edit) or not _pruned(edit.space, keep) or x is None or x.name not in means:
+            continue
+        mean = means[x.name].astype(np.float64)
+        w = const_array(node.inputs[1])
+        if w is None or mean.shape != (edit.space.size,):
+            continue
+        removed = np.setdiff1d(np.arange(edit.space.size), kept_indices(edit.space, keep))
+        if node.op_type == "Conv":
+            taps = w[:, removed].astype(np.float64).reshape(w.shape[0], len(removed), -1).sum(axis=2)
+            delta = taps @ mean[removed]  # the kernel's taps all see the mean (borders aside)
+        else:
+            alpha, beta = _attr_float(node, "alpha", 1.0), _attr_float(node, "beta", 1.0)
+            if beta == 0:
+                continue
+            rows = w[:, removed].T if _attr_int(node, "transB", 0) else w[removed]
+            delta = alpha * (mean[removed] @ rows.astype(np.float64)) / beta
+        bias = _weight(node, 2)
+        if bias is None and len(node.inputs) > 2 and node.inputs[2] is not None:
+            continue  # a bias computed at run time
+        if bias is None:
+            bias = np.zeros(delta.shape, w.dtype)
+            node.resize_inputs(3)
+        elif bias.shape[-1:] != delta.shape:
+            continue
+        name = node.inputs[2].name if node.inputs[2] is not None else f"{node.inputs[1].name}_bias"
+        node.replace_input_with(2, new_initializer(graph, f"{name}_compensated", (bias + delta).astype(w.dtype)))
+        changed += 1
+    return changed
+
+
+def apply_plan(graph: ir.Graph, plan: ChannelPlan, keep: dict[Any, np.ndarray],
+               means: dict[str, np.ndarray] | None = None) -> int:
     """Prune: ``keep`` maps a group's key to the sorted channel indices it keeps. Returns params removed.
 
-    Every edited constant becomes a new initializer (shared weights elsewhere stay whole); unused
-    originals are left for dead-code removal.
+    ``means`` (value name -> per-channel mean, for the values :func:`compensation_inputs` names)
+    turns on bias compensation: what a removed channel fed a consumer on average goes into the
+    consumer's bias. Every edited constant becomes a new initializer (shared weights elsewhere stay
+    whole); unused originals are left for dead-code removal.
     """
     keep = {key.root(): np.asarray(idx, np.int64) for key, idx in keep.items()}
+    if means:
+        _compensate(graph, plan, keep, means)
     # (node, input index) -> list of (axis, indices); applied together so a weight pruned on both
     # axes (a conv between two pruned spaces) is edited once.
     cuts: dict[tuple[ir.Node, int], list[tuple[int, np.ndarray]]] = {}

@@ -25,7 +25,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
 from edgecore.errors import OptimizationError
-from edgecore.optimize.channels import ChannelGroup, analyze, apply_plan, producer_weights
+from edgecore.optimize.channels import ChannelGroup, analyze, apply_plan, compensation_inputs, producer_weights
 from edgecore.optimize.graph_passes import const_array, new_initializer, refresh_shapes
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["StructuredPruningPass", "UnstructuredPruningPass", "kept_count"]
 
-_STRUCTURED_OPTIONS = {"residual", "channel_multiple", "min_channels"}
+_STRUCTURED_OPTIONS = {"residual", "channel_multiple", "min_channels", "compensate"}
 _UNSTRUCTURED_OPTIONS = {"min_size"}
 
 
@@ -58,7 +58,9 @@ class StructuredPruningPass(ir.passes.InPlacePass):
 
     Options: ``residual`` (``"skip"``: leave groups tied through residual adds whole, the default;
     ``"prune"``: prune them together), ``channel_multiple`` (round kept counts to this, default 8),
-    ``min_channels`` (never keep fewer, default 4; groups this small are left alone).
+    ``min_channels`` (never keep fewer, default 4; groups this small are left alone), ``compensate``
+    (default True, with samples: what a removed channel fed each consumer on average, measured on
+    the samples, goes into that consumer's bias).
     """
 
     def __init__(self, ratio: float, *, options: Mapping[str, Any] | None = None,
@@ -77,6 +79,7 @@ class StructuredPruningPass(ir.passes.InPlacePass):
             )
         self.multiple = int(options.get("channel_multiple", 8))
         self.min_channels = int(options.get("min_channels", 4))
+        self.compensate = bool(options.get("compensate", True))
         self.summary: dict[str, Any] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -108,11 +111,27 @@ class StructuredPruningPass(ir.passes.InPlacePass):
         if not keep:
             self._report()
             return ir.passes.PassResult(model, modified=False)
-        self.summary["weights_removed"] = apply_plan(graph, plan, keep)
+        means = self._means(model, compensation_inputs(plan, keep)) if self.compensate else None
+        self.summary["bias_compensation"] = bool(means)
+        self.summary["weights_removed"] = apply_plan(graph, plan, keep, means)
         self._report()
         common_passes.RemoveUnusedNodesPass()(model)
         refresh_shapes(model)
         return ir.passes.PassResult(model, modified=True)
+
+    def _means(self, model: ir.Model, values: list[ir.Value]) -> dict[str, np.ndarray] | None:
+        """Per-channel means (axis 1) of ``values`` on up to 16 samples, or None without samples."""
+        if self.context is None or not values:
+            return None
+        from edgecore.optimize.sensitivity import intermediate_values
+
+        def mean(array: np.ndarray) -> np.ndarray:
+            axes = tuple(i for i in range(array.ndim) if i != 1)
+            return array.astype(np.float64).mean(axis=axes)
+
+        rows = min(self.context.samples.rows, 16)
+        names = [v.name for v in values if v.name]
+        return intermediate_values(self.context, model, names, rows, chunk_size=16, reduce=mean)
 
     def _report(self) -> None:
         if self.context is not None:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["local_errors", "rank_nodes", "fallback_search", "FallbackResult"]
+__all__ = ["local_errors", "rank_nodes", "fallback_search", "FallbackResult", "intermediate_values"]
 
 #: Values exposed per run when collecting intermediate outputs (bounds memory on big graphs).
 CHUNK = 48
@@ -42,11 +42,14 @@ def _values_by_name(model: ir.Model) -> dict[str, ir.Value]:
     return found
 
 
-def _intermediates(context: PassContext, model: ir.Model, names: Sequence[str], rows: int) -> dict[str, np.ndarray]:
-    """Values ``names`` of ``model`` on the first ``rows`` samples."""
+def intermediate_values(
+    context: PassContext, model: ir.Model, names: Sequence[str], rows: int, *, chunk_size: int = CHUNK,
+    reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Values ``names`` of ``model`` on the first ``rows`` samples (``reduce``-d as they come, if given)."""
     result: dict[str, np.ndarray] = {}
-    for start in range(0, len(names), CHUNK):
-        chunk = list(names[start : start + CHUNK])
+    for start in range(0, len(names), chunk_size):
+        chunk = list(names[start : start + chunk_size])
         probe = _copy(model)
         values = _values_by_name(probe)
         exposed = [
@@ -57,7 +60,10 @@ def _intermediates(context: PassContext, model: ir.Model, names: Sequence[str], 
             continue
         probe.graph.outputs.extend(exposed)
         outputs = context.run(probe, rows=rows)
-        result.update({v.name: outputs[v.name] for v in exposed if v.name in outputs})
+        for value in exposed:
+            if value.name in outputs:
+                array = outputs.pop(value.name)
+                result[value.name] = reduce(array) if reduce is not None else array
     return result
 
 
@@ -82,8 +88,8 @@ def local_errors(
     out_name = {c: nodes[c].outputs[0].name for c in present}
     lowered_names = set(_values_by_name(lowered_model))
     wanted = [out_name[c] for c in present if out_name[c] in lowered_names]
-    reference = _intermediates(context, float_model, wanted, rows)
-    lowered = _intermediates(context, lowered_model, wanted, rows)
+    reference = intermediate_values(context, float_model, wanted, rows)
+    lowered = intermediate_values(context, lowered_model, wanted, rows)
     error = {
         c: _relative_error(reference[out_name[c]], lowered[out_name[c]])
         for c in present
