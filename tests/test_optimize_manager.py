@@ -260,3 +260,17 @@ def test_int8_qdq_of_a_zoo_model_agrees_across_backends(backend):
             outputs[name] = engine.run({"input": x})["logits"].ravel()
     a, b = outputs["cpu_simd"], outputs[backend]
     assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.99
+
+
+def test_each_pass_is_an_optimize_span_in_the_profiler(digits):
+    from edgecore.profiling import get_profiler
+
+    graph, images, _ = digits
+    profiler = get_profiler()
+    profiler.start_global_session("optimize-test")
+    try:
+        optimize(graph, OptimizationConfig(calibration_data={"input": images[:16]}), backend="reference")
+        spans = profiler.spans("optimize/graph_optimization", match={"status": "kept"})
+    finally:
+        profiler.stop_global_session()
+    assert len(spans) == 1
