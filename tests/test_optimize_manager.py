@@ -274,3 +274,23 @@ def test_each_pass_is_an_optimize_span_in_the_profiler(digits):
     finally:
         profiler.stop_global_session()
     assert len(spans) == 1
+
+
+def test_sample_sets_from_mappings_feed_lists_and_generated_inputs(digits):
+    from edgecore.optimize import SampleSet
+    from edgecore.tensor import DataType, TensorSpec
+
+    graph, images, labels = digits
+    batched = SampleSet.from_data({"input": images[:40]}, graph.inputs, labels=labels[:40])
+    assert batched.rows == 40 and [len(f["input"]) for f in batched.feeds] == [16, 16, 8]
+    assert batched.head(20).rows == 20 and len(batched.head(20).labels) == 20
+    listed = SampleSet.from_data([{"input": images[i : i + 1]} for i in range(5)], graph.inputs)
+    assert listed.rows == 5 and len(list(listed.single_rows())) == 5
+    fixed = (TensorSpec(name="x", dtype=DataType.FLOAT, shape=(1, 3)),)
+    rows = SampleSet.from_data({"x": np.zeros((6, 3), np.float32)}, fixed)
+    assert rows.rows == 6 and all(f["x"].shape == (1, 3) for f in rows.feeds)
+    bert = (TensorSpec(name="input_ids", dtype=DataType.INT64, shape=("batch", "sequence")),
+            TensorSpec(name="attention_mask", dtype=DataType.INT64, shape=("batch", "sequence")))
+    generated = SampleSet.generate(bert, count=3, sequence=7)
+    assert generated.generated and generated.feeds[0]["input_ids"].shape == (3, 7)
+    assert np.all(generated.feeds[0]["attention_mask"] == 1)
