@@ -242,6 +242,8 @@ def main() -> None:
     off_vs_raw = ratio("off", "onnxruntime")
     inactive_percent = micro["engine_inactive_check_ns"] / (median_ms["off"] * 1e6) * 100.0
     path_percent = path["added_us"] / (median_ms["off"] * 1e3) * 100.0
+    fastest_off_ms = min(c["off"] for c in per_cycle)  # the least disturbed block: a conservative base
+    path_percent_fastest = path["added_us"] / (fastest_off_ms * 1e3) * 100.0
     info["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     report = {
         "benchmark": "profiler_overhead",
@@ -283,16 +285,18 @@ def main() -> None:
         },
         "session_overhead_us": (median_ms["session"] - median_ms["off"]) * 1e3,
         "path_cost": {**path, "percent_of_off_median": path_percent,
+                      "fastest_off_block_ms": fastest_off_ms, "percent_of_fastest_off_block": path_percent_fastest,
                       "meaning": "what a recording session adds per Engine.run (two spans, ids, one args "
                                  "dict), measured on a compiled model that returns at once, as a share of "
-                                 "the real model's off median"},
+                                 "the real model's off median (and of its fastest block median, the "
+                                 "conservative figure on a busy machine)"},
         "spans_per_session_block": {"backend_execute": int(np.median(events["session"])),
                                     "op_spans": int(np.median(events["ops"]))},
         "micro_ns": micro,
         "targets": {
             "session_below_1_percent_end_to_end": session_vs_off["median"] < 1.01,
             "session_end_to_end_iqr_within_1_percent": session_vs_off["iqr"][1] < 1.01,
-            "session_below_1_percent_by_path_cost": path_percent < 1.0,
+            "session_below_1_percent_by_path_cost": path_percent_fastest < 1.0,
             "no_session_below_0.2_percent": inactive_percent < 0.2,
         },
     }
@@ -304,7 +308,8 @@ def main() -> None:
         f"session/off {session_vs_off['median']:.4f} (IQR {session_vs_off['iqr'][0]:.3f}-{session_vs_off['iqr'][1]:.3f})"
         f"  ops/off {ops_vs_off['median']:.4f}  off/raw {off_vs_raw['median']:.4f}\n"
         f"no session: {micro['engine_inactive_check_ns']:.1f} ns per check = {inactive_percent:.5f}% of off\n"
-        f"session path cost: {path['added_us']:.2f} us per run = {path_percent:.4f}% of off"
+        f"session path cost: {path['added_us']:.2f} us per run = {path_percent:.4f}% of off "
+        f"({path_percent_fastest:.4f}% of the fastest off block, {fastest_off_ms:.3f} ms)"
     )
     print(f"wrote {args.out}")
 
