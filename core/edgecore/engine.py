@@ -101,6 +101,7 @@ class Engine:
         logger.info(
             "compiled %s on %s in %.1f ms", describe_source(source), spec.name, (time.perf_counter() - started) * 1e3
         )
+        graph.release_serialized()  # the runtimes hold their own copy of the weights now
         self._stop_scheduler(drain=True)
         for previous in (self._compiled, *self._instances):
             if previous is not None:

@@ -193,6 +193,11 @@ class Graph:
         """The serialized model, as backends take it (computed once)."""
         return self._bytes
 
+    def release_serialized(self) -> None:
+        """Drop the cached serialized bytes (a full copy of the weights) once backends have compiled;
+        they are rebuilt on the next :meth:`to_bytes`."""
+        self.__dict__.pop("_bytes", None)
+
     @functools.cached_property
     def fingerprint(self) -> str:
         """SHA-256 of the serialized model: equal models share compiled artifacts and caches."""
