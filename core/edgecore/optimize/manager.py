@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from edgecore.errors import OptimizationError
+from edgecore.errors import EdgecoreError, OptimizationError
 from edgecore.graph import Graph
 from edgecore.optimize.agreement import Agreement, compare
 from edgecore.optimize.config import STAGES, OptimizationConfig
@@ -225,6 +225,8 @@ class PassManager:
         )
         try:
             reference = evaluator.outputs(graph)
+        except EdgecoreError:  # unavailable backend, bad sample shapes...: already says what is wrong
+            raise
         except Exception as exc:
             raise OptimizationError(f"{graph.name}: the unoptimized graph does not run on the samples: {exc}") from exc
         backend = evaluator.backend
