@@ -158,7 +158,10 @@ class Fp16Pass(ir.passes.FunctionalPass):
             raise OptimizationError(f"pass 'fp16' does not know option(s) {sorted(unknown)}; known: {sorted(_OPTIONS)}")
         self.context = context
         self.keep_ops = frozenset(keep_ops)
-        self.keep_nodes = frozenset(options.get("keep_nodes", ()))
+        keep_nodes = options.get("keep_nodes", ())
+        if isinstance(keep_nodes, str):  # from the command line: "a,b"
+            keep_nodes = [n for n in keep_nodes.split(",") if n]
+        self.keep_nodes = frozenset(keep_nodes)
         self.fallback = bool(options.get("fallback", True))
         self.max_tries = int(options.get("max_tries", 10))
 

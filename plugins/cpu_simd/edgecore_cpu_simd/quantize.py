@@ -115,10 +115,13 @@ class Int8QuantizationPass(ir.passes.FunctionalPass):
         if self.format not in ("qdq", "qoperator"):
             raise OptimizationError(f"int8 option format must be 'qdq' or 'qoperator', got {self.format!r}")
         op_types = options.get("op_types")
+        if isinstance(op_types, str):  # from the command line: "Conv,MatMul"
+            op_types = [t for t in op_types.split(",") if t]
         self.op_types = list(op_types) if op_types else None
         self.fallback = bool(options.get("fallback", True))
         self.max_tries = int(options.get("max_tries", 10))
-        self.exclude = list(options.get("exclude", ()))
+        exclude = options.get("exclude", ())
+        self.exclude = [n for n in exclude.split(",") if n] if isinstance(exclude, str) else list(exclude)
         self.percentile = float(options.get("percentile", 99.999))
         self.method = config.calibration_method
         self.per_channel = config.per_channel
