@@ -509,16 +509,19 @@ def test_steady_state_batches_come_from_the_pool(conv_case, conv_model):
 # -- adaptive batching -----------------------------------------------------------------------------
 
 
-def _learn(controller: AdaptiveBatchSize, per_item_us, batches: int = 400) -> int:
-    """Feed the controller batches of the sizes it asks for, with the given per-item cost curve."""
+def _learn(controller: AdaptiveBatchSize, per_item_us, batches: int = 4000) -> int:
+    """Saturating load on a model whose time per item at batch size b is ``per_item_us(b)``."""
+    now = getattr(controller, "clock", 0)
     for _ in range(batches):
         size = controller.limit()
-        controller.observe(size, int(per_item_us(size) * 1e3 * size), size)
+        controller.dispatched(size, now)
+        now += int(per_item_us(size) * 1e3 * size)
+    controller.clock = now
     return controller.chosen
 
 
-def test_adaptive_limit_stops_where_per_item_time_stops_falling():
-    # a 0.5 ms model: per-item time falls up to 16 (1.5x) and rises past it
+def test_adaptive_limit_stops_where_throughput_stops_rising():
+    # a 0.5 ms model: time per item falls up to 16 (1.5x) and rises past it
     knee = {1: 500, 2: 420, 4: 380, 8: 350, 16: 333, 32: 345, 64: 420}
     assert _learn(AdaptiveBatchSize(64), knee.__getitem__) == 16
     assert _learn(AdaptiveBatchSize(64), lambda b: 100.0) == 1  # flat: batching buys nothing
@@ -531,12 +534,13 @@ def test_adaptive_limit_follows_a_change_of_load():
     assert _learn(controller, lambda b: 100.0 / min(b, 16) + (0 if b <= 16 else 5)) == 16
 
 
-def test_adaptive_sweep_ends_when_the_queue_cannot_fill_larger_batches():
+def test_adaptive_limit_under_light_load_is_the_smallest_that_keeps_up():
     controller = AdaptiveBatchSize(32)
-    for _ in range(20):
-        size = controller.limit()
-        controller.observe(min(size, 2), 1000 * min(size, 2), size)  # at most 2 requests ever wait
-    assert controller.limit() <= 4
+    now = 0
+    for _ in range(3000):  # two requests arrive per millisecond, whatever the limit
+        controller.dispatched(min(controller.limit(), 2), now)
+        now += 1_000_000
+    assert controller.chosen == 2
 
 
 # -- the stress test -------------------------------------------------------------------------------

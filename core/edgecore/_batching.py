@@ -169,100 +169,100 @@ def _buckets(max_batch_size: int) -> tuple[int, ...]:
 
 
 class AdaptiveBatchSize:
-    """The batch size worth forming, learned from the wall time per item of the batches that ran.
+    """The batch-size limit worth using, learned from the throughput each limit achieves.
 
-    The scheduler reports, per batch, its items and its *cycle*: the time from dispatching it to
-    dispatching the next batch on the same model. That is execution plus assembling, splitting,
-    answering and waiting for the next batch, so the cost of a size includes the pipeline bubbles a
-    large batch leaves, not only its compute. (Under light load the cycle is mostly waiting for
-    requests, which inflates the small sizes light load produces; the limit then errs large, which
-    light load never fills: harmless, and re-learned by probes when load returns.)
+    Limits are 1, 2, 4, ... and ``max_batch_size``. The scheduler reports every dispatch
+    (:meth:`dispatched`); dispatches are grouped in *windows* of at least ``min_batches`` batches
+    and ``min_window_ns``, all under one limit, and a window's throughput is the items of its
+    batches over the time from its first dispatch to its last (everything counts: execution,
+    assembling, answering, waiting for a batch to fill, and the bubble a large batch leaves while
+    its clients send their next requests). Each limit keeps an exponentially weighted throughput.
 
-    Batch sizes fall into buckets 1, 2, 4, ... and ``max_batch_size``; each bucket keeps an
-    exponentially weighted time per item. First every bucket is tried ``min_samples`` times
-    (smallest first; the sweep ends early when the queue cannot fill the bucket tried), then
-    :meth:`limit` is the bucket with the lowest time per item -- the smallest of those within
-    ``tolerance`` of it: past that point throughput no longer rises, only latency does. Every
-    ``probe_every``-th batch tries a neighbouring bucket instead, alternately above and below, so
-    the choice follows the load. Batches that ran smaller than asked update the bucket they fall in.
+    First every limit gets a window, smallest first; then the limit is the one with the highest
+    throughput -- the smallest of those within ``tolerance`` of it, since past that point batches
+    only add latency (under light load every limit achieves the arrival rate, so the smallest wins).
+    Every ``probe_every``-th window tries a neighbouring limit instead, alternately above and below,
+    so the choice follows the load.
     """
 
     def __init__(
         self,
         max_batch_size: int,
         *,
-        min_samples: int = 3,
-        probe_every: int = 16,
-        tolerance: float = 0.01,
-        alpha: float = 0.25,
+        min_batches: int = 6,
+        min_window_ns: int = 20_000_000,
+        probe_every: int = 4,
+        tolerance: float = 0.02,
+        alpha: float = 0.5,
     ) -> None:
         self.sizes = _buckets(max_batch_size)
-        self.min_samples = min_samples
+        self.min_batches = min_batches
+        self.min_window_ns = min_window_ns
         self.probe_every = probe_every
         self.tolerance = tolerance
         self.alpha = alpha
-        self._cost = [0.0] * len(self.sizes)  # ns per item
-        self._samples = [0] * len(self.sizes)
-        self._level = 0
-        self._sweep = 0  # bucket being tried during the first sweep; len(sizes) once done
-        self._short = 0  # batches of the sweep that ran smaller than the bucket tried
+        self._rate = [0.0] * len(self.sizes)  # items per ns
+        self._windows = [0] * len(self.sizes)
+        self._level = 0  # the limit chosen
+        self._trying = 0  # the limit of the current window
+        self._sweep = True
+        self._done = 0  # windows completed since the sweep
+        self._start = 0  # the current window: first dispatch time, items before the last, batches
+        self._items = 0
         self._batches = 0
+        self._pending = 0  # items of the last dispatch (counted once a later dispatch closes its span)
 
     @property
     def chosen(self) -> int:
-        """The batch size chosen so far (the limit between probes)."""
+        """The limit chosen so far (the one used between probes)."""
         return self.sizes[self._level]
 
     def limit(self) -> int:
-        """The largest batch (in items) to form next (no side effect: peek as often as needed)."""
-        if self._sweep < len(self.sizes):
-            return self.sizes[self._sweep]
-        if (self._batches + 1) % self.probe_every:
-            return self.sizes[self._level]
-        step = 1 if (self._batches // self.probe_every) % 2 == 0 else -1
-        return self.sizes[min(max(self._level + step, 0), len(self.sizes) - 1)]
+        """The largest batch (in items) to form next (no side effect)."""
+        return self.sizes[self._trying]
 
     def estimate_ns(self, items: int) -> float:
-        """Expected compute time of a batch of ``items`` (0 when its bucket is not measured yet)."""
-        bucket = self._bucket(items)
-        return self._cost[bucket] * items if self._samples[bucket] else 0.0
+        """Expected time per batch of ``items`` at the current limit's throughput (0 if unknown)."""
+        rate = self._rate[self._trying]
+        return items / rate if rate else 0.0
 
-    def observe(self, items: int, cycle_ns: int, asked: int) -> None:
-        """A batch of ``items`` took ``cycle_ns``; :meth:`limit` had allowed ``asked``."""
-        if items <= 0:
+    def dispatched(self, items: int, now: int) -> None:
+        """A batch of ``items`` was dispatched at ``now`` (perf_counter_ns) under :meth:`limit`."""
+        if not self._batches:
+            self._start, self._items, self._batches, self._pending = now, 0, 1, items
             return
+        self._items += self._pending
+        self._pending = items
         self._batches += 1
-        bucket = self._bucket(items)
-        per_item = cycle_ns / items
-        samples = self._samples[bucket]
-        self._cost[bucket] = per_item if not samples else self._cost[bucket] + (per_item - self._cost[bucket]) * self.alpha
-        self._samples[bucket] = samples + 1
-        if self._sweep < len(self.sizes):
-            if items < asked:
-                self._short += 1  # the queue did not fill the bucket being tried
-            while self._sweep < len(self.sizes) and self._samples[self._sweep] >= self.min_samples:
-                self._sweep, self._short = self._sweep + 1, 0
-            if self._short >= self.min_samples:
-                self._sweep = len(self.sizes)  # the load cannot fill larger batches now; probes will
-            if self._sweep < len(self.sizes):
-                return
-        elif bucket == self._level and self._batches % 8:
-            return  # the chosen bucket ran again: re-choose every 8th time only (hot path)
-        self._choose()
+        elapsed = now - self._start
+        if self._batches <= self.min_batches or elapsed < self.min_window_ns:
+            return
+        level = self._trying
+        rate = self._items / elapsed
+        self._rate[level] = rate if not self._windows[level] else self._rate[level] + (rate - self._rate[level]) * self.alpha
+        self._windows[level] += 1
+        self._next_window()
+        self._start, self._items, self._batches, self._pending = now, 0, 1, items
 
-    def _bucket(self, items: int) -> int:
-        sizes = self.sizes
-        index = len(sizes) - 1
-        while sizes[index] > items and index:
-            index -= 1
-        return index
+    def _next_window(self) -> None:
+        if self._sweep:
+            if self._trying + 1 < len(self.sizes):
+                self._trying += 1
+                return
+            self._sweep = False
+        self._choose()
+        self._done += 1
+        self._trying = self._level
+        if self._done % self.probe_every == 0:
+            step = 1 if (self._done // self.probe_every) % 2 else -1
+            self._trying = min(max(self._level + step, 0), len(self.sizes) - 1)
 
     def _choose(self) -> None:
-        measured = [(cost, i) for i, (cost, n) in enumerate(zip(self._cost, self._samples)) if n >= self.min_samples]
+        measured = [(rate, i) for i, (rate, n) in enumerate(zip(self._rate, self._windows)) if n]
         if measured:
-            bound = min(measured)[0] * (1 + self.tolerance)
-            self._level = next(i for cost, i in measured if cost <= bound)
+            bound = max(measured)[0] * (1 - self.tolerance)
+            self._level = next(i for rate, i in measured if rate >= bound)
 
     def snapshot(self) -> dict[int, float]:
-        """Bucket size -> compute time per item in microseconds, for measured buckets."""
-        return {s: round(c / 1e3, 3) for s, c, n in zip(self.sizes, self._cost, self._samples) if n}
+        """Limit -> measured throughput in items per second, for measured limits."""
+        return {s: round(r * 1e9, 1) for s, r, n in zip(self.sizes, self._rate, self._windows) if n}

@@ -20,9 +20,9 @@ Semantics
   ``max_queue_delay_us`` after the oldest request arrived, then sends what is there. Closing
   (``drain=True``) sends at once.
 * **Adaptive batching** (``adaptive_batching``): the limit on the batch size is learned online by
-  :class:`~edgecore._batching.AdaptiveBatchSize` (the size past which wall time per item stops
-  falling), and it is lowered further when the oldest request's deadline would not survive the
-  expected time of a larger batch. The wait for a fuller batch is skipped while recent waits
+  :class:`~edgecore._batching.AdaptiveBatchSize` (the limit past which throughput stops rising,
+  measured over windows of batches), and it is lowered further when the oldest request's deadline
+  would not survive the expected time of a larger batch. The wait for a fuller batch is skipped while recent waits
   brought no new request (a lone closed-loop client, say); every 32nd time it is tried again.
 * **Timeouts.** ``timeout_ms`` (default ``default_timeout_ms``; 0 = none) bounds the time a request
   may wait in the queue. A request still queued past it is answered with
@@ -179,9 +179,6 @@ class Scheduler:
         self._arrivals = 0  # requests accepted so far
         self._wait_yield = 1.0  # exponentially weighted arrivals during a wait for a fuller batch
         self._skipped_waits = 0
-        # per model instance, for the adaptive limit: the batch dispatched last (items, limit), and when
-        self._last_batch: list[tuple[int, int] | None] = [None] * len(self._models)
-        self._dispatched = [0] * len(self._models)
         self._closing = False
         self._ids = REQUEST_IDS  # process-wide, so that requests of different engines differ in a trace
         self.cancelled = 0
@@ -397,7 +394,7 @@ class Scheduler:
                     batch = self._take(head.key, size)
                     self._in_use[index] = me
                     if self.adaptive is not None:
-                        self._learn(index, batch, limit, mark)
+                        self._learn(batch, mark)
                     if self._queue.queued:
                         wake = self._wake_one()  # another idle worker may take the rest
                     break
@@ -430,7 +427,7 @@ class Scheduler:
                 return
             batch = self._take(head.key, size)
             if self.adaptive is not None:
-                self._learn(index, batch, limit, -1)
+                self._learn(batch, -1)
             me = threading.get_ident()
             self._in_use[index] = me
             self._helping.add(me)
@@ -458,22 +455,11 @@ class Scheduler:
             if wake is not None:
                 wake.release()
 
-    def _learn(self, index: int, batch: list[Request], limit: int, mark: int) -> None:
-        """Report model ``index``'s previous batch to the adaptive limit; remember this one.
-
-        The previous batch's cost is the time from its dispatch to this one on the same model: its
-        execution plus whatever kept the model from the next batch (answering, waiting for
-        requests). Time with no request at all counts too: under a closed loop of clients that is
-        the bubble a large batch leaves while its clients send their next requests.
-        """
-        now = _now()
+    def _learn(self, batch: list[Request], mark: int) -> None:
+        """Report a dispatch to the adaptive limit, and whether waiting for a fuller batch paid."""
         if mark >= 0:
             self._wait_yield += (self._arrivals - mark - self._wait_yield) * 0.25
-        last = self._last_batch[index]
-        if last is not None:
-            self.adaptive.observe(last[0], now - self._dispatched[index], last[1])
-        self._last_batch[index] = (sum([request.items for request in batch]), limit)
-        self._dispatched[index] = now
+        self.adaptive.dispatched(sum([request.items for request in batch]), _now())
 
     # -- workers --------------------------------------------------------------------------------------
 
