@@ -21,7 +21,7 @@ requests answered per second; p50/p99 are client-side latencies. Also measured:
 
 Writes ``benchmarks/results/scheduler_batching.json`` (machine, versions, method, figures).
 
-    python benchmarks/scheduler_batching.py                      # digits_cnn and resnet50
+    python benchmarks/scheduler_batching.py                      # digits_cnn, mobilenet_v2, resnet50
     python benchmarks/scheduler_batching.py --models mobilenet_v2 --clients thread:32
     python benchmarks/scheduler_batching.py --quick              # a smoke run
 """
@@ -48,7 +48,7 @@ from edgecore import Engine, EngineConfig, QueueFullError, RequestTimeoutError
 from edgecore.errors import EngineClosedError
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECONDS = {"resnet50": 8.0}  # per-block seconds for slow models (default: --seconds)
+SECONDS = {"mobilenet_v2": 5.0, "resnet50": 10.0}  # per-block seconds for slow models (default: --seconds)
 
 
 # -- machine -------------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
                 scheduler = engines[label]._scheduler
                 if scheduler is not None and scheduler.adaptive is not None:
                     result["adaptive_chosen"] = scheduler.adaptive.chosen
-                    result["adaptive_cost_us_per_item"] = scheduler.adaptive.snapshot()
+                    result["adaptive_items_per_s_by_limit"] = scheduler.adaptive.snapshot()
                 blocks.setdefault(combo, {}).setdefault(label, []).append(result)
                 print(
                     f"  round {round_} {combo:10s} {label:13s} {result['throughput']:8.1f}/s "
@@ -384,7 +384,7 @@ def bench_stress(total: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["digits_cnn", "resnet50"])
+    parser.add_argument("--models", nargs="+", default=["digits_cnn", "mobilenet_v2", "resnet50"])
     parser.add_argument("--clients", nargs="+", default=["thread:32", "thread:64", "asyncio:64"],
                         help="KIND:N pairs, KIND thread or asyncio")
     parser.add_argument("--fixed", nargs="+", type=int, default=[8, 32])
