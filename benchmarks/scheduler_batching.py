@@ -21,7 +21,7 @@ requests answered per second; p50/p99 are client-side latencies. Also measured:
 
 Writes ``benchmarks/results/scheduler_batching.json`` (machine, versions, method, figures).
 
-    python benchmarks/scheduler_batching.py                      # digits_cnn, mobilenet_v2, resnet50
+    python benchmarks/scheduler_batching.py                      # digits, MobileNet-v2 112/224, ResNet-50
     python benchmarks/scheduler_batching.py --models mobilenet_v2 --clients thread:32
     python benchmarks/scheduler_batching.py --quick              # a smoke run
 """
@@ -48,7 +48,7 @@ from edgecore import Engine, EngineConfig, QueueFullError, RequestTimeoutError
 from edgecore.errors import EngineClosedError
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECONDS = {"mobilenet_v2": 5.0, "resnet50": 10.0}  # per-block seconds for slow models (default: --seconds)
+SECONDS = {"mobilenet_v2:image_size=112": 4.0, "mobilenet_v2": 5.0, "resnet50": 10.0}  # per-block seconds for slow models (default: --seconds)
 
 
 # -- machine -------------------------------------------------------------------------------------
@@ -165,14 +165,26 @@ def variants(max_batch: int, fixed: list[int], delay_us: int) -> dict[str, dict]
     return out
 
 
+def load_source(name: str):
+    """``NAME`` or ``NAME:key=value,...`` (zoo builder options, e.g. ``mobilenet_v2:image_size=112``)."""
+    if ":" not in name:
+        return f"zoo:{name}"
+    from edgecore import zoo
+
+    base, _, options = name.partition(":")
+    kwargs = {k: int(v) if v.isdigit() else float(v) for k, v in (o.split("=") for o in options.split(","))}
+    return zoo.build(base, **kwargs)
+
+
 def bench_model(name: str, args: argparse.Namespace) -> dict:
     threads = args.threads or os.cpu_count() or 1
     seconds = args.seconds if args.quick else {**SECONDS, **args.model_seconds}.get(name, args.seconds)
     configs = variants(args.max_batch, args.fixed, args.delay_us)
     engines = {}
+    source = load_source(name)
     for label, overrides in configs.items():
         config = EngineConfig(**{"num_threads": threads, **overrides})
-        engines[label] = Engine(config).load(f"zoo:{name}")
+        engines[label] = Engine(config).load(source)
     spec = engines["serial"].inputs[0]
     shape = tuple(d if isinstance(d, int) else 1 for d in spec.shape)
     rng = np.random.default_rng(0)
@@ -384,7 +396,8 @@ def bench_stress(total: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["digits_cnn", "mobilenet_v2", "resnet50"])
+    parser.add_argument("--models", nargs="+", default=["digits_cnn", "mobilenet_v2:image_size=112", "mobilenet_v2", "resnet50"],
+                        help="zoo names, optionally NAME:key=value,... builder options")
     parser.add_argument("--clients", nargs="+", default=["thread:32", "thread:64", "asyncio:64"],
                         help="KIND:N pairs, KIND thread or asyncio")
     parser.add_argument("--fixed", nargs="+", type=int, default=[8, 32])

@@ -189,7 +189,7 @@ class AdaptiveBatchSize:
         self,
         max_batch_size: int,
         *,
-        min_batches: int = 6,
+        min_batches: int = 4,
         min_window_ns: int = 20_000_000,
         probe_every: int = 4,
         tolerance: float = 0.02,
