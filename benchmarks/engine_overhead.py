@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import interleaved, machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -28,65 +28,6 @@ MODELS = (
     ("mobilenet_v2@224", "mobilenet_v2", {}),
     ("mobilenet_v2@112", "mobilenet_v2", {"image_size": 112}),
 )
-
-
-def machine() -> dict:
-    import onnxruntime
-
-    import edgecore
-    from edgecore_cpu_simd.cpuinfo import cpu_description, logical_cores
-
-    model, simd = cpu_description()
-    return {
-        "cpu": model,
-        "simd": list(simd),
-        "logical_cores": logical_cores(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "edgecore": edgecore.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "openvino": _openvino_version(),
-    }
-
-
-def _openvino_version() -> str | None:
-    try:
-        import openvino
-    except ImportError:
-        return None
-    return openvino.get_version()
-
-
-def _block(fn, calls: int, drop: int) -> list[float]:
-    times = []
-    for i in range(calls):
-        start = time.perf_counter_ns()
-        fn()
-        if i >= drop:
-            times.append((time.perf_counter_ns() - start) / 1e6)
-    return times
-
-
-def interleaved(sides: dict, *, blocks: int, calls: int, drop: int) -> dict:
-    """Run each side's callable in alternating blocks; return per-side medians and block ratios."""
-    names = list(sides)
-    kept = {n: [] for n in names}
-    ratios = []
-    for b in range(blocks):
-        order = names if b % 2 == 0 else names[::-1]
-        medians = {}
-        for name in order:
-            times = _block(sides[name], calls, drop)
-            kept[name].extend(times)
-            medians[name] = float(np.median(times))
-        ratios.append(medians[names[1]] / medians[names[0]])
-    return {
-        "median_ms": {n: float(np.median(kept[n])) for n in names},
-        "p90_ms": {n: float(np.percentile(kept[n], 90)) for n in names},
-        "ratio_median_of_blocks": float(np.median(ratios)),
-        "ratio_of_medians": float(np.median(kept[names[1]]) / np.median(kept[names[0]])),
-        "ratio_iqr": [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))],
-    }
 
 
 def measure_cpu_simd(label: str, name: str, options: dict, args) -> dict:
@@ -171,8 +112,9 @@ def main() -> None:
             rows.append(row)
             print(
                 f"{row['backend']:10s} {label:18s} raw {row['median_ms'][raw]:.3f} ms  "
-                f"edgecore {row['median_ms']['edgecore']:.3f} ms  ratio {row['ratio_median_of_blocks']:.4f} "
-                f"(IQR {row['ratio_iqr'][0]:.3f}-{row['ratio_iqr'][1]:.3f})  overhead {row['overhead_us']:.1f} us"
+                f"edgecore {row['median_ms']['edgecore']:.3f} ms  ratio {row['ratio']['edgecore']:.4f} "
+                f"(IQR {row['ratio_iqr']['edgecore'][0]:.3f}-{row['ratio_iqr']['edgecore'][1]:.3f})  "
+                f"overhead {row['overhead_us']:.1f} us"
             )
     report = {
         "benchmark": "engine_overhead",

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,77 +32,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import interleaved, machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SECTIONS = ("cache", "precision", "int8")
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-
-
-def machine() -> dict:
-    import openvino
-
-    import edgecore
-    from edgecore_openvino_npu import _ov
-
-    model, simd = _cpu()
-    versions = {"edgecore": edgecore.__version__, "openvino": openvino.get_version()}
-    for name in ("nncf", "onnxruntime", "onnx"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            versions[name] = None
-    return {
-        "cpu": model,
-        "simd": simd,
-        "logical_cores": len(__import__("os").sched_getaffinity(0)),
-        "openvino_devices": list(_ov.core().available_devices),
-        "cpu_capabilities": list(_ov.core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        **versions,
-    }
-
-
-def _cpu() -> tuple[str, list[str]]:
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-    return name, [f for f in wanted if f in flags]
-
-
-def interleaved(sides: dict, *, blocks: int, calls: int, drop: int) -> dict:
-    """Alternate the sides in blocks; medians per side and the median per-block ratio to the first side."""
-    names = list(sides)
-    kept = {n: [] for n in names}
-    ratios = {n: [] for n in names[1:]}
-    for b in range(blocks):
-        medians = {}
-        for name in (names if b % 2 == 0 else names[::-1]):
-            times = []
-            for i in range(calls):
-                start = time.perf_counter_ns()
-                sides[name]()
-                if i >= drop:
-                    times.append((time.perf_counter_ns() - start) / 1e6)
-            kept[name].extend(times)
-            medians[name] = float(np.median(times))
-        for name in names[1:]:
-            ratios[name].append(medians[name] / medians[names[0]])
-    return {
-        "median_ms": {n: float(np.median(kept[n])) for n in names},
-        "ratio_to_" + names[0]: {n: float(np.median(r)) for n, r in ratios.items()},
-        "ratio_iqr": {n: [float(np.percentile(r, 25)), float(np.percentile(r, 75))] for n, r in ratios.items()},
-    }
 
 
 def _engine(graph, threads: int, **config):
@@ -255,7 +190,7 @@ def int8_section(args) -> dict:
                         blocks=args.blocks, calls=args.calls, drop=args.drop)
     f32.close()
     int8.close()
-    speedup = 1.0 / speed["ratio_to_f32"]["int8"]
+    speedup = 1.0 / speed["ratio"]["int8"]
     print(f"int8   resnet50 f32 {speed['median_ms']['f32']:.2f} ms  int8 {speed['median_ms']['int8']:.2f} ms  "
           f"speedup {speedup:.2f}x (quantized in {quantize_s:.1f} s)")
 

@@ -34,45 +34,15 @@ import argparse
 import json
 import math
 import os
-import platform
 import time
 import timeit
 from pathlib import Path
 
 import numpy as np
+from _common import machine, timed_block
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIDES = ("onnxruntime", "off", "session", "ops")
-
-
-def machine() -> dict:
-    import onnxruntime
-
-    import edgecore
-    from edgecore_cpu_simd.cpuinfo import cpu_description, logical_cores
-
-    model, simd = cpu_description()
-    return {
-        "cpu": model,
-        "simd": list(simd),
-        "logical_cores": logical_cores(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "edgecore": edgecore.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": np.__version__,
-        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
-def _block(fn, calls: int, drop: int) -> list[float]:
-    times = []
-    for i in range(calls):
-        start = time.perf_counter_ns()
-        fn()
-        if i >= drop:
-            times.append((time.perf_counter_ns() - start) / 1e6)
-    return times
 
 
 def micro_costs(engine, repeat: int = 7, number: int = 200_000) -> dict:
@@ -213,7 +183,7 @@ def main() -> None:
             if recording:
                 profiler.start_global_session(name)
             for side in sides:
-                block = _block(fns[side], args.calls, args.drop)
+                block = timed_block(fns[side], args.calls, args.drop)
                 times[side].extend(block)
                 medians[side] = float(np.median(block))
             if recording:

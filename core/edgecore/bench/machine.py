@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine_info", "RUNTIMES"]
+__all__ = ["machine_info", "cpu_flags", "RUNTIMES"]
 
 #: Distributions whose versions a benchmark records when installed.
 RUNTIMES = (
@@ -33,12 +33,13 @@ _SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni
 
 
 @functools.cache
-def _cpu() -> tuple[str, tuple[str, ...]]:
+def cpu_flags() -> tuple[str, frozenset[str]]:
+    """``(model name, feature flags)`` of this CPU as the OS reports them (Linux /proc/cpuinfo)."""
     name, flags = platform.processor() or platform.machine(), set()
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return name, ()
+        return name, frozenset()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()
@@ -46,6 +47,11 @@ def _cpu() -> tuple[str, tuple[str, ...]]:
             name = value.strip()
         elif key in ("flags", "Features"):
             flags.update(value.split())
+    return name, frozenset(flags)
+
+
+def _cpu() -> tuple[str, tuple[str, ...]]:
+    name, flags = cpu_flags()
     return name, tuple(flag for flag in _SIMD_FLAGS if flag in flags)
 
 

@@ -1,11 +1,9 @@
-"""What the host CPU is and which SIMD extensions it has (Linux /proc/cpuinfo, else platform)."""
+"""Which SIMD extensions the host CPU has, in the names users know (flags read by edgecore core)."""
 
 from __future__ import annotations
 
 import functools
 import os
-import platform
-from pathlib import Path
 
 # /proc/cpuinfo flag -> name users know. x86 and Arm spell them differently.
 _FEATURES = {
@@ -36,19 +34,10 @@ _FEATURES = {
 @functools.cache
 def cpu_description() -> tuple[str, tuple[str, ...]]:
     """``(model name, SIMD features)`` of this machine's CPU."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return name, ()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key in ("model name", "Model", "CPU part") and name in ("", platform.machine(), platform.processor()):
-            name = value.strip() or name
-        elif key in ("flags", "Features"):
-            flags.update(value.split())
-    features = []
+    from edgecore.bench.machine import cpu_flags
+
+    name, flags = cpu_flags()
+    features: list[str] = []
     for flag, label in _FEATURES.items():
         if flag in flags and label not in features:
             features.append(label)
