@@ -27,6 +27,7 @@ run for a CNN): use ``profile_ops`` for profiling runs, not for serving.
 from __future__ import annotations
 
 import collections
+import sys
 import functools
 import itertools
 import logging
@@ -58,6 +59,19 @@ _OPTIONS = {
 }
 _CONFIG_PREFIXES = ("session.", "mlas.", "optimization.", "kernel.")
 _SHAPE_CACHE = 64  # distinct input-shape signatures whose output shapes are remembered
+_SLOTS = 4  # output buffer sets kept per thread and shape; callers holding more get fresh pool buffers
+
+
+def _unheld(arrays: tuple[np.ndarray, ...], refcount=sys.getrefcount) -> bool:
+    """Whether nobody but the slot holds these arrays (a view holds its base, so views count)."""
+    for array in arrays:
+        if refcount(array) > _FREE_REFS:
+            return False
+    return True
+
+
+#: References to a slot array nobody else holds, counted as _unheld counts them (tuple, loop name, argument).
+_FREE_REFS = max(sys.getrefcount(array) for array in (np.empty(1),))
 _RETIRED = 2  # sessions replaced by a profiling renewal, kept alive for bindings still in flight
 _profile_files = itertools.count()
 
@@ -220,10 +234,12 @@ class OrtCompiledModel(CompiledModel):
 
     def _new_binding(self) -> Any:
         binding = self._local.binding = self._binding_type(self._sess)
+        self._local.slots = {}
         return binding
 
     def run(self, feeds: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        binding = getattr(self._local, "binding", None) or self._new_binding()
+        local = self._local
+        binding = getattr(local, "binding", None) or self._new_binding()
         bind, copies = binding.bind_input, []  # the binding keeps raw pointers: copies must outlive the run
         for name, array in feeds.items():
             if not array.flags.c_contiguous:
@@ -233,16 +249,37 @@ class OrtCompiledModel(CompiledModel):
         if out is not None:
             return self._run_into(binding, out)
         key = tuple([array.shape for array in feeds.values()])
-        shapes = self._out_shapes.get(key)
-        if shapes is None or self._pool is None:
-            return self._run_allocating(binding, key)
-        acquire, bind, cpu = self._pool.acquire_with_address, binding.bind_output, self._cpu
-        result = {}
-        for name, dtype, shape in zip(self._out_names, self._out_dtypes, shapes):
-            result[name], address = acquire(shape, dtype)
-            bind(name, cpu, dtype, shape, address)
+        slots = local.slots.get(key)
+        if slots is None:
+            if key not in self._out_shapes or self._pool is None:
+                return self._run_allocating(binding, key)
+            slots = self._new_slots(key)
+        for arrays, addresses in slots:
+            if _unheld(arrays):
+                break
+        else:
+            arrays, addresses = self._new_slot(key, slots)
+        bind, cpu = binding.bind_output, self._cpu
+        for name, dtype, array, address in zip(self._out_names, self._out_dtypes, arrays, addresses):
+            bind(name, cpu, dtype, array.shape, address)
         self._sess.run_with_iobinding(binding, None)
-        return result
+        return dict(zip(self._out_names, arrays))
+
+    def _new_slots(self, key: tuple) -> list:
+        slots = self._local.slots
+        if len(slots) >= _SHAPE_CACHE:
+            slots.pop(next(iter(slots)))
+        slots[key] = []
+        return slots[key]
+
+    def _new_slot(self, key: tuple, slots: list) -> tuple[tuple[np.ndarray, ...], tuple[int, ...]]:
+        """Output buffers for one more request in flight (the caller still holds the others)."""
+        shapes = self._out_shapes[key]
+        acquired = [self._pool.acquire_with_address(shape, dtype) for shape, dtype in zip(shapes, self._out_dtypes)]
+        slot = tuple(array for array, _ in acquired), tuple(address for _, address in acquired)
+        if len(slots) < _SLOTS:
+            slots.append(slot)
+        return slot
 
     def _run_allocating(self, binding: Any, key: tuple) -> dict[str, np.ndarray]:
         """First request of a shape: ORT allocates the outputs and tells us their shapes."""
