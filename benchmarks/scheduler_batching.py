@@ -33,7 +33,6 @@ import asyncio
 import concurrent.futures
 import json
 import os
-import platform
 import queue
 import random
 import statistics
@@ -43,39 +42,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import machine
 
 from edgecore import Engine, EngineConfig, QueueFullError, RequestTimeoutError
 from edgecore.errors import EngineClosedError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SECONDS = {"mobilenet_v2:image_size=112": 4.0, "mobilenet_v2": 5.0, "resnet50": 10.0}  # per-block seconds for slow models (default: --seconds)
-
-
-# -- machine -------------------------------------------------------------------------------------
-
-
-def machine() -> dict:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for name in ("edgecore", "onnxruntime"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            versions[name] = None
-    return {
-        "cpu": model,
-        "logical_cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "versions": versions,
-        "load_average": list(os.getloadavg()),
-    }
 
 
 # -- clients -------------------------------------------------------------------------------------
