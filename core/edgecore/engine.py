@@ -18,9 +18,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Mapping
 
+import numpy as np
+
 from edgecore.backend import Backend, CompiledModel, backend_for
 from edgecore.config import EngineConfig
-from edgecore.errors import BackendUnavailableError, EngineClosedError, UnsupportedOperatorError
+from edgecore.errors import BackendUnavailableError, EngineClosedError, InvalidInputError, UnsupportedOperatorError
 from edgecore.graph import Graph, ModelSource, describe_source
 from edgecore.inputs import FeedChecker
 from edgecore.memory import MemoryPool
@@ -30,8 +32,6 @@ from edgecore.stats import EngineStats, StatsRecorder
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
-
-    import numpy as np
 
     from edgecore.optimize import OptimizationConfig, OptimizationReport
     from edgecore.plugins import PluginManager
@@ -280,10 +280,6 @@ class Engine:
         result = scheduler.submit(self._check(feeds), wake=False).result()
         if out is None:
             return result
-        import numpy as np
-
-        from edgecore.errors import InvalidInputError
-
         for name, buffer in out.items():
             if name not in result:
                 raise InvalidInputError(f"out names {[name]} are not outputs; outputs: {list(result)}")

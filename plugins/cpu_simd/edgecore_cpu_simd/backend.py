@@ -2,8 +2,10 @@
 
 Outputs are written straight into buffers from the engine's memory pool through IOBinding: after the
 first request of a given input shape (which ORT allocates, and which tells us the output shapes),
-every request binds pool buffers, so steady-state inference allocates no fresh output memory. The
-arrays handed back are the caller's; their blocks return to the pool when the caller drops them.
+every request binds pool buffers, so steady-state inference allocates no fresh output memory. Each
+thread keeps up to ``_SLOTS`` sets of such buffers per input shape and reuses a set once nothing but
+the slot refers to its arrays (a view holds its base, so a held view keeps its set out of use): the
+arrays handed back stay the caller's for as long as the caller keeps them.
 
 Concurrency: one ``InferenceSession`` serves every thread (ORT's ``run`` is thread-safe); each thread
 keeps its own IOBinding (bindings are not), created on first use.
