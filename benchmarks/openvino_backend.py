@@ -66,11 +66,12 @@ def _agreement(reference: np.ndarray, other: np.ndarray) -> dict:
 
 _CHILD = """
 import json, sys, time
+from edgecore.selection import load_graph
 from edgecore.graph import Graph
 from edgecore.config import EngineConfig
 from edgecore_openvino_npu import _ov
 from edgecore_openvino_npu.backend import OpenVinoBackend
-graph = Graph.load(sys.argv[1])
+graph = load_graph(sys.argv[1])
 start = time.perf_counter()
 graph.to_bytes(), graph.fingerprint, _ov.core().available_devices  # once per process and graph
 setup = time.perf_counter() - start
@@ -87,7 +88,7 @@ def cache_section(args) -> dict:
     from edgecore.graph import Graph
     from edgecore_openvino_npu.backend import OpenVinoBackend
 
-    graph = Graph.load("zoo:resnet50")
+    graph = load_graph("zoo:resnet50")
     graph.fingerprint  # hashed once per Graph, outside the timings
     backend = OpenVinoBackend()
     rows = []
@@ -144,7 +145,7 @@ def precision_section(args) -> list[dict]:
 
     rows = []
     for name in ("resnet50", "mobilenet_v2"):
-        graph = Graph.load(f"zoo:{name}")
+        graph = load_graph(f"zoo:{name}")
         engines = {p: _engine(graph, args.threads, precision=p) for p in ("f32", "bf16", "f16")}
         samples = [_feeds(graph, seed=s) for s in range(4)]
         reference = [engines["f32"].run(f) for f in samples]
@@ -177,7 +178,7 @@ def int8_section(args) -> dict:
     from edgecore.graph import Graph
     from edgecore_openvino_npu.quantize import quantize_int8
 
-    graph = Graph.load("zoo:resnet50")
+    graph = load_graph("zoo:resnet50")
     rng = np.random.default_rng(0)
     calibration = {"input": rng.standard_normal((args.calibration, 3, 224, 224)).astype(np.float32)}
     start = time.perf_counter()
@@ -207,7 +208,7 @@ def int8_section(args) -> dict:
     except ImportError:
         train, images, labels = images[:150], images[150:], labels[150:]
         calibration_source = "first 150 images of the held-out split (scikit-learn missing); evaluated on the rest"
-    digits_graph = Graph.load("zoo:digits_cnn")
+    digits_graph = load_graph("zoo:digits_cnn")
     digits_int8 = quantize_int8(digits_graph, {"input": train}, subset_size=len(train))
     top1 = {}
     for label, g in (("f32", digits_graph), ("int8", digits_int8)):

@@ -10,6 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgecore.selection import load_graph
 from edgecore import DataType, Graph, ModelLoadError
 
 
@@ -34,7 +35,7 @@ def test_fingerprint_changes_with_weights(conv_model):
 
 
 def test_zoo_source():
-    graph = Graph.load("zoo:resnet_tiny")
+    graph = load_graph("zoo:resnet_tiny")
     assert graph.inputs[0].shape[0] == "batch"
 
 

@@ -9,6 +9,7 @@ import onnx_ir as ir
 import pytest
 
 import edgecore
+from edgecore.selection import load_graph
 from edgecore import zoo
 from edgecore.errors import BackendUnavailableError, OptimizationError
 from edgecore.graph import Graph
@@ -55,7 +56,7 @@ def _spec(name: str, pass_, *, exact: bool = False) -> PassSpec:
 @pytest.fixture(scope="module")
 def digits():
     images, labels = zoo.digits_test_split()
-    return Graph.load("zoo:digits_cnn"), images[:200], labels[:200]
+    return load_graph("zoo:digits_cnn"), images[:200], labels[:200]
 
 
 def _reference_outputs(graph: Graph, images: np.ndarray) -> np.ndarray:

@@ -46,7 +46,7 @@ class ScriptedModel(CompiledModel):
         self.batches: list[np.ndarray] = []
         self.started = threading.Event()
 
-    def run(self, feeds, out=None):
+    def _run(self, feeds, out=None, deadline_ns=0):
         x = feeds["x"]
         self.started.set()
         self.gate.wait()
@@ -304,7 +304,7 @@ def test_a_gather_with_a_bad_index_fails_alone_on_onnxruntime():
 
 def test_outputs_not_sized_by_the_batch_turn_batching_off():
     class Summing(ScriptedModel):
-        def run(self, feeds, out=None):
+        def _run(self, feeds, out=None, deadline_ns=0):
             self.batches.append(feeds["x"].copy())
             return {"y": feeds["x"].sum(axis=0, keepdims=True)}
 
@@ -344,7 +344,7 @@ def test_a_cancelled_request_is_dropped():
 
 def test_a_waiting_caller_runs_its_own_batch_when_the_model_is_free():
     class Recording(ScriptedModel):
-        def run(self, feeds, out=None):
+        def _run(self, feeds, out=None, deadline_ns=0):
             self.threads.append(threading.get_ident())
             return super().run(feeds, out)
 

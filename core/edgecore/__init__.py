@@ -3,12 +3,17 @@
 from edgecore.config import EngineConfig
 from edgecore.engine import Engine
 from edgecore.errors import (
+    BackendExecutionError,
     BackendUnavailableError,
+    ConfigurationError,
     EdgecoreError,
+    EngineClosedError,
     InvalidInputError,
     MemoryBudgetExceeded,
     ModelLoadError,
+    ModelNotLoadedError,
     OptimizationError,
+    PluginError,
     QueueFullError,
     RequestTimeoutError,
     UnsupportedOperatorError,
@@ -35,4 +40,9 @@ __all__ = [
     "QueueFullError",
     "RequestTimeoutError",
     "OptimizationError",
+    "PluginError",
+    "EngineClosedError",
+    "ConfigurationError",
+    "ModelNotLoadedError",
+    "BackendExecutionError",
 ]

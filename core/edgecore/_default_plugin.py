@@ -18,6 +18,6 @@ def edgecore_select_backend(graph: Graph, candidates: Sequence[BackendSpec], con
     from edgecore.backend import backend_for
 
     for spec in candidates:
-        if not backend_for(spec).supported_ops(graph):
+        if not backend_for(spec).unsupported_ops(graph):
             return spec
     return None

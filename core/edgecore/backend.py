@@ -5,19 +5,29 @@ The backend says whether it can run here (:meth:`Backend.availability`), on whic
 operators of a graph it cannot run, and compiles a :class:`~edgecore.graph.Graph` into a
 :class:`CompiledModel` that runs requests.
 
-``CompiledModel.run`` receives feeds already checked against :attr:`CompiledModel.inputs` (names,
-dtypes, ranks, fixed dimensions): backends do the work, the engine does the checking.
+Public validates, protected implements (as ``onnx.reference``'s ``run``/``_run``):
+:meth:`CompiledModel.run` checks the feeds against :attr:`CompiledModel.inputs` (names, dtypes,
+ranks, fixed dimensions) and the ``out`` buffers against :attr:`CompiledModel.outputs`, once, in
+core; a backend implements :meth:`CompiledModel._run`, which receives checked numpy arrays. Whatever
+a backend's ``_run`` raises that is not an :class:`~edgecore.errors.EdgecoreError` reaches the
+caller as :class:`~edgecore.errors.BackendExecutionError` naming the backend, with the runtime's
+exception as ``__cause__``.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
 import threading
+import time
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
 import attrs
 import numpy as np
 
+from edgecore.errors import BackendExecutionError, ConfigurationError, EdgecoreError
+from edgecore.inputs import FeedChecker, check_out
 from edgecore.tensor import TensorSpec
 
 if TYPE_CHECKING:
@@ -32,6 +42,7 @@ __all__ = [
     "Backend",
     "CompiledModel",
     "backend_for",
+    "deadline_after",
     "GRAPH_OPTIMIZATION_LEVELS",
 ]
 
@@ -39,8 +50,6 @@ GRAPH_OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
 
 
 def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    from types import MappingProxyType
-
     return MappingProxyType(dict(value or {}))
 
 
@@ -70,12 +79,12 @@ class DeviceInfo:
 
 def _level(instance: Any, attribute: attrs.Attribute, value: str) -> None:
     if value not in GRAPH_OPTIMIZATION_LEVELS:
-        raise ValueError(f"{attribute.name} must be one of {GRAPH_OPTIMIZATION_LEVELS}, got {value!r}")
+        raise ConfigurationError(f"{attribute.name} must be one of {GRAPH_OPTIMIZATION_LEVELS}, got {value!r}")
 
 
 def _non_negative(instance: Any, attribute: attrs.Attribute, value: int) -> None:
     if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0 (0 = the runtime's default), got {value}")
+        raise ConfigurationError(f"{attribute.name} must be >= 0 (0 = the runtime's default), got {value}")
 
 
 @attrs.frozen(kw_only=True)
@@ -95,22 +104,88 @@ class CompileOptions:
     precision: str | None = None
     profile_ops: bool = False
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    shared_cores: bool = False
     memory_pool: MemoryPool | None = attrs.field(default=None, eq=False)
+
+    #: EngineConfig fields read under another name here (the seed's names on the config side).
+    RENAMED = {"custom_options": "options"}
+
+    @classmethod
+    def from_config(cls, config: Any, **overrides: Any) -> CompileOptions:
+        """The options an ``EngineConfig`` (or any object with the same field names) asks for."""
+        values = {}
+        for field in attrs.fields(cls):
+            source = next((k for k, v in cls.RENAMED.items() if v == field.name), field.name)
+            if field.name not in overrides and hasattr(config, source):
+                values[field.name] = getattr(config, source)
+        values.update(overrides)
+        return cls(**values)
 
 
 class CompiledModel(abc.ABC):
-    """A graph compiled for one backend and device, ready to run requests from many threads."""
+    """A graph compiled for one backend and device, ready to run requests from many threads.
+
+    Subclasses set :attr:`backend`, :attr:`inputs` and :attr:`outputs` and implement :meth:`_run`.
+    """
 
     backend: str = ""
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
 
-    @abc.abstractmethod
     def run(
-        self, feeds: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray] | None = None
+        self,
+        feeds: Mapping[str, Any],
+        out: Mapping[str, np.ndarray] | None = None,
+        *,
+        timeout_ms: float | None = None,
     ) -> dict[str, np.ndarray]:
-        """Run one request. ``feeds`` are checked already; ``out`` (optional) are caller buffers to fill.
+        """Run one request; return every output by name (the caller's to keep).
 
+        ``feeds`` maps input names to numpy arrays or DLPack host tensors; ``out`` optionally gives
+        buffers to write outputs into (writeable, C-contiguous, the output's dtype and shape).
+        ``timeout_ms`` stops a backend that can cancel its runtime's run (none: no deadline).
+        Raises :class:`~edgecore.errors.InvalidInputError` for feeds or buffers that do not fit,
+        :class:`~edgecore.errors.RequestTimeoutError` past the deadline and
+        :class:`~edgecore.errors.BackendExecutionError` when the runtime fails.
+        """
+        arrays = self.check(feeds)
+        if out is not None:
+            out = check_out(out, self.outputs)
+        return self.execute(arrays, out, deadline_after(timeout_ms))
+
+    def check(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """``feeds`` as numpy arrays checked against :attr:`inputs` (raises InvalidInputError)."""
+        return self._checker(feeds)
+
+    @functools.cached_property
+    def _checker(self) -> FeedChecker:
+        return FeedChecker(self.inputs)
+
+    def execute(
+        self, feeds: dict[str, np.ndarray], out: Mapping[str, np.ndarray] | None = None, deadline_ns: int = 0
+    ) -> dict[str, np.ndarray]:
+        """:meth:`_run` on feeds (and ``out``) already checked; runtime failures become
+        :class:`~edgecore.errors.BackendExecutionError`. For the engine and the scheduler."""
+        try:
+            return self._run(feeds, out, deadline_ns)
+        except EdgecoreError:
+            raise
+        except Exception as exc:
+            raise BackendExecutionError(
+                f"backend {self.backend!r} failed to run the model: {type(exc).__name__}: {exc}",
+                backend=self.backend,
+            ) from exc
+
+    @abc.abstractmethod
+    def _run(
+        self, feeds: dict[str, np.ndarray], out: Mapping[str, np.ndarray] | None, deadline_ns: int
+    ) -> dict[str, np.ndarray]:
+        """Run checked ``feeds``; fill ``out`` (checked: names, dtypes, layout) when given.
+
+        ``deadline_ns`` is a :func:`time.perf_counter_ns` instant (0 = none): a backend whose runtime
+        can stop a run stops it then and raises :class:`~edgecore.errors.RequestTimeoutError`
+        (see :func:`edgecore.watchdog.watch`); one that cannot, runs to the end. An output buffer
+        whose shape does not fit the result raises :class:`~edgecore.errors.InvalidInputError`.
         Returns every output by name; returned arrays belong to the caller.
         """
 
@@ -120,6 +195,15 @@ class CompiledModel(abc.ABC):
 
     def close(self) -> None:
         """Release runtime resources; ``run`` must not be called afterwards."""
+
+
+def deadline_after(timeout_ms: float | None) -> int:
+    """The :func:`time.perf_counter_ns` instant ``timeout_ms`` from now (0 for None or 0: none)."""
+    if not timeout_ms:
+        return 0
+    if timeout_ms < 0:
+        raise ConfigurationError(f"timeout_ms must be >= 0 (0 or None = no timeout), got {timeout_ms!r}")
+    return time.perf_counter_ns() + int(timeout_ms * 1e6)
 
 
 class Backend(abc.ABC):
@@ -135,8 +219,9 @@ class Backend(abc.ABC):
         """Devices this backend can run on here."""
         return []
 
-    def supported_ops(self, graph: Graph) -> list[str]:
-        """Operators of ``graph`` this backend cannot run (``domain::Op`` for non-default domains)."""
+    def unsupported_ops(self, graph: Graph) -> list[str]:
+        """Operators of ``graph`` this backend cannot run (``domain::Op`` for non-default domains);
+        empty when it runs them all."""
         return []
 
     @abc.abstractmethod

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import attrs
 
 from edgecore.backend import GRAPH_OPTIMIZATION_LEVELS, CompileOptions
+from edgecore.errors import ConfigurationError
 
 __all__ = ["EngineConfig", "DEVICES"]
 
@@ -21,8 +22,8 @@ DEVICES = ("auto", "cpu", "gpu", "npu")
 
 def _at_least(minimum: int):
     def check(instance: Any, attribute: attrs.Attribute, value: int) -> None:
-        if value < minimum:
-            raise ValueError(f"EngineConfig.{attribute.name} must be >= {minimum}, got {value}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+            raise ConfigurationError(f"EngineConfig.{attribute.name} must be a number >= {minimum}, got {value!r}")
 
     return check
 
@@ -30,13 +31,22 @@ def _at_least(minimum: int):
 def _one_of(choices: tuple[str, ...]):
     def check(instance: Any, attribute: attrs.Attribute, value: str) -> None:
         if value not in choices:
-            raise ValueError(f"EngineConfig.{attribute.name} must be one of {choices}, got {value!r}")
+            raise ConfigurationError(f"EngineConfig.{attribute.name} must be one of {choices}, got {value!r}")
 
     return check
 
 
 def _sizes(value: Any) -> tuple[int, ...]:
-    return tuple(sorted({int(v) for v in value}))
+    try:
+        return tuple(sorted({int(v) for v in value}))
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"EngineConfig.preferred_batch_sizes must be integers, got {value!r}") from exc
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    if value is not None and not isinstance(value, Mapping):
+        raise ConfigurationError(f"EngineConfig.custom_options must be a mapping, got {type(value).__name__}")
+    return MappingProxyType(dict(value or {}))
 
 
 @attrs.frozen(kw_only=True)
@@ -66,7 +76,7 @@ class EngineConfig:
     enable_hardware_acceleration: bool = True
     precision: str | None = None
     profile_ops: bool = False
-    custom_options: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda v: MappingProxyType(dict(v or {})))
+    custom_options: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
 
     enable_memory_pool: bool = True
     max_memory_usage: int = attrs.field(default=0, validator=_at_least(0))
@@ -86,21 +96,10 @@ class EngineConfig:
     def __attrs_post_init__(self) -> None:
         too_big = [b for b in self.preferred_batch_sizes if b > self.max_batch_size or b < 1]
         if too_big:
-            raise ValueError(
+            raise ConfigurationError(
                 f"EngineConfig.preferred_batch_sizes {too_big} must lie in 1..max_batch_size={self.max_batch_size}"
             )
 
     def compile_options(self, **overrides: Any) -> CompileOptions:
-        """The :class:`CompileOptions` this config asks of a backend."""
-        values = dict(
-            device=self.device,
-            num_threads=self.num_threads,
-            inter_op_threads=self.inter_op_threads,
-            graph_optimization_level=self.graph_optimization_level,
-            enable_hardware_acceleration=self.enable_hardware_acceleration,
-            precision=self.precision,
-            profile_ops=self.profile_ops,
-            options=self.custom_options,
-        )
-        values.update(overrides)
-        return CompileOptions(**values)
+        """The :class:`CompileOptions` this config asks of a backend (fields of the same name)."""
+        return CompileOptions.from_config(self, **overrides)

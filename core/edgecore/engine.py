@@ -20,14 +20,22 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from edgecore.backend import Backend, CompiledModel, backend_for
+from edgecore.backend import Backend, CompiledModel, CompileOptions, backend_for, deadline_after
 from edgecore.config import EngineConfig
-from edgecore.errors import BackendUnavailableError, EngineClosedError, InvalidInputError, UnsupportedOperatorError
+from edgecore.errors import (
+    BackendExecutionError,
+    ConfigurationError,
+    EdgecoreError,
+    EngineClosedError,
+    ModelNotLoadedError,
+    RequestTimeoutError,
+)
 from edgecore.graph import Graph, ModelSource, describe_source
-from edgecore.inputs import FeedChecker
+from edgecore.inputs import check_out, fill_out
 from edgecore.memory import MemoryPool
 from edgecore.metrics import EngineMetrics, MetricsSample, ProcessSampler, track, untrack
 from edgecore.profiling.profiler import get_profiler, next_batch_id, next_request_id
+from edgecore.selection import available_backend, candidate_backends, load_graph, plugin_label
 from edgecore.stats import EngineStats, StatsRecorder
 
 if TYPE_CHECKING:
@@ -75,7 +83,7 @@ class Engine:
         self._instances: tuple[CompiledModel, ...] = ()  # config.instances - 1 more, for the scheduler
         self._scheduler: Scheduler | None = None
         self._lock = threading.Lock()  # starting/stopping the scheduler
-        self._check: FeedChecker | None = None
+        self.backend_fallbacks: tuple[tuple[str, str], ...] = ()  # (backend, why) tried before backend_spec
         self._stats = StatsRecorder()
         self._profiler = get_profiler()
         self._process: ProcessSampler | None = None  # CPU/memory readings for metrics(), from load on
@@ -85,19 +93,33 @@ class Engine:
     # -- life --------------------------------------------------------------------------------------
 
     def load(self, source: ModelSource) -> Engine:
-        """Load, validate and compile a model (path, bytes, ModelProto, Graph or ``"zoo:NAME"``)."""
+        """Load, validate and compile a model (path, bytes, ModelProto, Graph or a name such as
+        ``"zoo:resnet50"``, resolved through this engine's plugin manager).
+
+        With ``backend="auto"`` a backend that fails to compile the model is logged and the next
+        candidate is tried; :attr:`backend_fallbacks` says which failed and why. A
+        :class:`~edgecore.errors.ConfigurationError` (the caller's settings) is raised at once.
+        """
         if self._closed:
             raise EngineClosedError("this engine is closed; create a new Engine")
         load_started = _now()
-        graph = Graph.load(source)
+        graph = load_graph(source, self._pm)
         if self._profiler.active:
             self._profiler.record("model_load", load_started, _now(), args={"model": graph.name})
-        spec = self._select_backend(graph)
-        backend = backend_for(spec)
         started = time.perf_counter()
-        options = self._compile_options(spec)
-        compiled = self._compile(backend, graph, options, 0)
-        instances = tuple(self._compile(backend, graph, options, i) for i in range(1, self.config.instances))
+        failures: list[tuple[str, str]] = []
+        candidates = candidate_backends(graph, self.config, self._pm)
+        for position, spec in enumerate(candidates):
+            try:
+                compiled, instances = self._compile_all(spec, graph)
+                break
+            except EdgecoreError as exc:
+                if position + 1 == len(candidates) or isinstance(exc, ConfigurationError):
+                    if failures:
+                        exc.add_note("backends tried before: " + "; ".join(f"{n}: {e}" for n, e in failures))
+                    raise
+                failures.append((spec.name, str(exc)))
+                logger.warning("%s; falling back to backend %r", exc, candidates[position + 1].name)
         logger.info(
             "compiled %s on %s in %.1f ms", describe_source(source), spec.name, (time.perf_counter() - started) * 1e3
         )
@@ -107,7 +129,7 @@ class Engine:
             if previous is not None:
                 previous.close()
         self.graph, self.backend_spec, self._compiled, self._instances = graph, spec, compiled, instances
-        self._check = FeedChecker(compiled.inputs)
+        self.backend_fallbacks = tuple(failures)
         self._span_names = (spec.name, graph.name)
         if self._process is None:
             self._process = ProcessSampler()
@@ -115,9 +137,34 @@ class Engine:
         track(self)
         return self
 
-    def _compile(self, backend: Backend, graph: Graph, options: Any, instance: int) -> CompiledModel:
+    def _compile_all(self, spec: BackendSpec, graph: Graph) -> tuple[CompiledModel, tuple[CompiledModel, ...]]:
+        """``config.instances`` compiled models of ``graph`` on ``spec``; none is kept if one fails."""
+        backend = available_backend(spec, self._pm)
+        options = self._compile_options()
+        compiled: list[CompiledModel] = []
+        try:
+            for instance in range(self.config.instances):
+                compiled.append(self._compile(spec, backend, graph, options, instance))
+        except BaseException:
+            for model in compiled:
+                _close_quietly(model)
+            raise
+        return compiled[0], tuple(compiled[1:])
+
+    def _compile(
+        self, spec: BackendSpec, backend: Backend, graph: Graph, options: CompileOptions, instance: int
+    ) -> CompiledModel:
         started = _now()
-        compiled = backend.compile(graph, options)
+        try:
+            compiled = backend.compile(graph, options)
+        except EdgecoreError:
+            raise
+        except Exception as exc:
+            raise BackendExecutionError(
+                f"{plugin_label(self._pm, spec)} failed to compile {graph.name}: {type(exc).__name__}: {exc}",
+                backend=spec.name,
+                distribution=self._pm.distribution_of(self._pm.source_of("edgecore_backends", spec.name)),
+            ) from exc
         if self._profiler.active:
             self._profiler.record("compile", started, _now(), args={
                 "model": graph.name, "backend": backend.name, "instance": instance,
@@ -140,32 +187,25 @@ class Engine:
         )
         graph, report = manager.run(self.graph)
         if graph is not self.graph:
-            backend, options = backend_for(self.backend_spec), self._compile_options(self.backend_spec)
-            compiled = self._compile(backend, graph, options, 0)
-            instances = tuple(self._compile(backend, graph, options, i) for i in range(1, self.config.instances))
+            compiled, instances = self._compile_all(self.backend_spec, graph)
             self._stop_scheduler(drain=True)  # queued requests finish on the models that checked them
             previous = (self._compiled, *self._instances)
             self.graph, self._compiled, self._instances = graph, compiled, instances
-            self._check = FeedChecker(compiled.inputs)
             self._span_names = (self.backend, graph.name)
             for model in previous:
                 model.close()
         return report
 
-    def _compile_options(self, spec: BackendSpec) -> Any:
+    def _compile_options(self) -> CompileOptions:
         """CompileOptions for each instance: with ``instances`` > 1 and no thread count given, the
-        cores are shared out, and ONNX Runtime's threads do not spin (spinning instances steal each
-        other's cores)."""
+        cores are shared out, and the backend is told that its instances share them."""
         config = self.config
         if config.instances == 1:
             return config.compile_options(memory_pool=self.pool)
         import os
 
         threads = config.num_threads or max(1, (os.cpu_count() or 1) // config.instances)
-        options = dict(config.custom_options)
-        if spec.name == "cpu_simd":
-            options.setdefault("allow_spinning", False)
-        return config.compile_options(memory_pool=self.pool, num_threads=threads, options=options)
+        return config.compile_options(memory_pool=self.pool, num_threads=threads, shared_cores=True)
 
     def close(self, drain: bool = True) -> None:
         """Stop accepting requests, answer every accepted one, and release the compiled models.
@@ -181,7 +221,7 @@ class Engine:
         self._stop_scheduler(drain=drain)
         if self._compiled is not None:
             for compiled in (self._compiled, *self._instances):
-                compiled.close()
+                _close_quietly(compiled)
             self._pm.hook.edgecore_engine_closed(engine=self)
         untrack(self)
         self._compiled, self._instances = None, ()
@@ -194,32 +234,48 @@ class Engine:
 
     # -- requests ----------------------------------------------------------------------------------
 
-    def run(self, feeds: Mapping[str, Any], *, out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self,
+        feeds: Mapping[str, Any],
+        *,
+        out: Mapping[str, np.ndarray] | None = None,
+        timeout_ms: float | None = None,
+    ) -> dict[str, np.ndarray]:
         """Run one request in the caller's thread; return the outputs by name (the caller's to keep).
 
         ``feeds`` maps input names to numpy arrays or DLPack tensors; they are checked against the
         model's inputs and a mismatch raises :class:`~edgecore.errors.InvalidInputError`. ``out``
-        optionally gives buffers to write outputs into.
+        optionally gives buffers to write outputs into. ``timeout_ms`` (None =
+        ``config.default_timeout_ms``, 0 = none) bounds the request, execution included where the
+        backend can stop its runtime: past it, :class:`~edgecore.errors.RequestTimeoutError`.
+        Runtime failures raise :class:`~edgecore.errors.BackendExecutionError`.
         """
         compiled = self._compiled
         if compiled is None:
             self._not_ready()
         if self.config.enable_dynamic_batching:
-            return self._run_queued(feeds, out)
+            return self._run_queued(feeds, out, timeout_ms)
         if self._profiler.active:
-            return self._run_traced(compiled, feeds, out)
-        arrays = self._check(feeds)
+            return self._run_traced(compiled, feeds, out, timeout_ms)
+        arrays = compiled.check(feeds)
+        if out is not None:
+            out = check_out(out, compiled.outputs)
+        deadline = deadline_after(self.config.default_timeout_ms if timeout_ms is None else timeout_ms)
         started = time.perf_counter_ns()
         try:
-            result = compiled.run(arrays, out)
-        except Exception:
-            self._stats.record_failure()
+            result = compiled.execute(arrays, out, deadline)
+        except Exception as exc:
+            self._stats.record_failure("timed_out" if isinstance(exc, RequestTimeoutError) else "failed")
             raise
         self._stats.record_direct(time.perf_counter_ns() - started)
         return result
 
     def _run_traced(
-        self, compiled: CompiledModel, feeds: Mapping[str, Any], out: Mapping[str, np.ndarray] | None
+        self,
+        compiled: CompiledModel,
+        feeds: Mapping[str, Any],
+        out: Mapping[str, np.ndarray] | None,
+        timeout_ms: float | None,
     ) -> dict[str, np.ndarray]:
         """``run`` while a profiling session records: the same work, plus ``inference_total`` (the
         whole call) and ``backend_execute`` (the compiled model's run), sharing one args dict."""
@@ -229,15 +285,18 @@ class Engine:
         args = {"batch_id": next_batch_id(), "batch_size": 1, "backend": backend, "model": model}
         executed = finished = 0
         try:
-            arrays = self._check(feeds)
+            arrays = compiled.check(feeds)
+            if out is not None:
+                out = check_out(out, compiled.outputs)
+            deadline = deadline_after(self.config.default_timeout_ms if timeout_ms is None else timeout_ms)
             first = next(iter(arrays.values()), None)
             if first is not None and first.ndim:
                 args["batch_size"] = int(first.shape[0])
             executed = _now()
             try:
-                result = compiled.run(arrays, out)
-            except Exception:
-                self._stats.record_failure()
+                result = compiled.execute(arrays, out, deadline)
+            except Exception as exc:
+                self._stats.record_failure("timed_out" if isinstance(exc, RequestTimeoutError) else "failed")
                 raise
             finished = _now()
             self._stats.record_direct(finished - executed)
@@ -264,7 +323,7 @@ class Engine:
         the fed arrays until the future resolves.
         """
         scheduler = self._scheduler or self._start_scheduler()
-        return scheduler.submit(self._check(feeds), priority=priority, timeout_ms=timeout_ms)
+        return scheduler.submit(self.compiled.check(feeds), priority=priority, timeout_ms=timeout_ms)
 
     async def run_async(
         self, feeds: Mapping[str, Any], *, priority: int = 0, timeout_ms: float | None = None
@@ -274,17 +333,16 @@ class Engine:
 
         return await asyncio.wrap_future(self.submit(feeds, priority=priority, timeout_ms=timeout_ms))
 
-    def _run_queued(self, feeds: Mapping[str, Any], out: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    def _run_queued(
+        self, feeds: Mapping[str, Any], out: Mapping[str, np.ndarray] | None, timeout_ms: float | None
+    ) -> dict[str, np.ndarray]:
         scheduler = self._scheduler or self._start_scheduler()
+        compiled = self.compiled
+        arrays = compiled.check(feeds)
+        if out is not None:
+            out = check_out(out, compiled.outputs)
         # no worker is woken: result() runs the batch in this thread when it can, else wakes one
-        result = scheduler.submit(self._check(feeds), wake=False).result()
-        if out is None:
-            return result
-        for name, buffer in out.items():
-            if name not in result:
-                raise InvalidInputError(f"out names {[name]} are not outputs; outputs: {list(result)}")
-            np.copyto(buffer, result[name])
-        return {name: out.get(name, array) for name, array in result.items()}
+        return fill_out(scheduler.submit(arrays, timeout_ms=timeout_ms, wake=False).result(), out)
 
     def _start_scheduler(self) -> Scheduler:
         from edgecore.scheduler import Scheduler
@@ -307,7 +365,7 @@ class Engine:
     def _not_ready(self) -> None:
         if self._closed:
             raise EngineClosedError("this engine is closed; create a new Engine")
-        raise EngineClosedError("no model loaded: call engine.load(model) first")
+        raise ModelNotLoadedError("no model loaded: call engine.load(model) first")
 
     # -- facts -------------------------------------------------------------------------------------
 
@@ -389,79 +447,15 @@ class Engine:
             pool_reserved_bytes=pool.reserved_bytes if pool is not None else None,
         )
 
-    # -- backend choice ----------------------------------------------------------------------------
-
-    def _select_backend(self, graph: Graph) -> BackendSpec:
-        specs = self._pm.backends()
-        wanted, device = self.config.backend, self.config.device
-        if wanted != "auto":
-            spec = specs.get(wanted)
-            if spec is None:
-                raise BackendUnavailableError(
-                    f"no backend named {wanted!r} is installed; installed: {sorted(specs) or 'none'}"
-                    f"{self._broken_plugins()}. Install its plugin (e.g. pip install edgecore-cpu-simd)"
-                )
-            backend = self._available(spec)
-            unsupported = backend.supported_ops(graph)
-            if unsupported:
-                raise self._unsupported(graph, {spec.name: unsupported})
-            return spec
-        candidates, reasons = [], {}
-        for spec in specs.values():
-            if device != "auto" and device not in spec.devices:
-                reasons[spec.name] = f"serves devices {list(spec.devices)}, not {device!r}"
-                continue
-            try:
-                self._available(spec)
-            except BackendUnavailableError as exc:
-                reasons[spec.name] = str(exc)
-                continue
-            candidates.append(spec)
-        if not candidates:
-            detail = "; ".join(f"{name}: {why}" for name, why in reasons.items()) or "no backend plugin is installed"
-            raise BackendUnavailableError(
-                f"no backend can run on device {device!r} here ({detail}){self._broken_plugins()}. "
-                f"Install a backend plugin, e.g. pip install edgecore-cpu-simd"
-            )
-        chosen = self._pm.hook.edgecore_select_backend(graph=graph, candidates=candidates, config=self.config)
-        if chosen is None:
-            raise self._unsupported(graph, {s.name: backend_for(s).supported_ops(graph) for s in candidates})
-        return chosen
-
-    def _available(self, spec: BackendSpec) -> Backend:
-        try:
-            backend = backend_for(spec)
-            availability = backend.availability()
-        except Exception as exc:
-            raise BackendUnavailableError(f"backend {spec.name!r} failed to initialize: {exc!r}") from exc
-        if not availability.ok:
-            raise BackendUnavailableError(f"backend {spec.name!r} is unavailable: {availability.reason}")
-        return backend
-
-    def _unsupported(self, graph: Graph, missing: dict[str, list[str]]) -> UnsupportedOperatorError:
-        ops = sorted({op for names in missing.values() for op in names})
-        have = {}
-        for spec in self._pm.backends().values():
-            try:
-                lacking = set(backend_for(spec).supported_ops(graph))
-            except Exception:
-                continue
-            have[spec.name] = [op for op in ops if op not in lacking]
-        detail = "; ".join(f"{name} lacks {names}" for name, names in missing.items())
-        return UnsupportedOperatorError(
-            f"{graph.name}: no selected backend runs every operator ({detail}); backends that have "
-            f"them: { {k: v for k, v in have.items() if v} or 'none' }",
-            ops=tuple(ops),
-            available=have,
-        )
-
-    def _broken_plugins(self) -> str:
-        if not self._pm.failures:
-            return ""
-        return "; plugins that failed to load: " + ", ".join(f"{f.name} ({f.error})" for f in self._pm.failures)
-
     def __repr__(self) -> str:
         state = "closed" if self._closed else (f"{self.graph.name} on {self.backend}" if self.graph else "empty")
         return f"<Engine {state}>"
 
 
+
+
+def _close_quietly(model: CompiledModel) -> None:
+    try:
+        model.close()
+    except Exception:  # closing must not hide the error that got us here, nor stop other closes
+        logger.exception("closing a compiled model failed")

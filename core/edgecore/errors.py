@@ -19,6 +19,8 @@ __all__ = [
     "PluginError",
     "EngineClosedError",
     "ConfigurationError",
+    "ModelNotLoadedError",
+    "BackendExecutionError",
 ]
 
 
@@ -73,3 +75,20 @@ class EngineClosedError(EdgecoreError):
 
 class ConfigurationError(EdgecoreError, ValueError):
     """An option is unknown or out of range for the backend or component it was given to."""
+
+
+class ModelNotLoadedError(EdgecoreError):
+    """A request or query came before :meth:`Engine.load` gave the engine a model."""
+
+
+class BackendExecutionError(EdgecoreError, RuntimeError):
+    """The runtime under a backend failed on input the model accepts: not the caller's input.
+
+    ``backend`` names the backend, ``distribution`` the plugin distribution that brought it (when
+    known); the runtime's own exception is ``__cause__`` and its message is in this one.
+    """
+
+    def __init__(self, message: str, *, backend: str = "", distribution: str | None = None) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.distribution = distribution

@@ -1,6 +1,7 @@
 """The model as edgecore holds it: an ``onnx_ir`` model, validated, with specs and a fingerprint.
 
-``Graph.load`` accepts a path, bytes, an ``onnx.ModelProto`` or ``"zoo:NAME"``. It refuses, with
+``Graph.load`` accepts a path, bytes or an ``onnx.ModelProto`` (names such as ``"zoo:NAME"`` are
+resolved a layer up, through the plugin manager: :func:`edgecore.selection.resolve_model`). It refuses, with
 :class:`~edgecore.errors.ModelLoadError`, anything that is not a valid ONNX model, and any external
 data that points outside the model's own folder (absolute paths, ``..`` escapes, symlinks) before a
 single byte of it is read.
@@ -32,8 +33,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["Graph", "ModelSource"]
 
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto, "Graph"]
-
-ZOO_PREFIX = "zoo:"
 
 
 def _dims(shape: ir.Shape | None) -> tuple[Dim, ...]:
@@ -132,10 +131,6 @@ class Graph:
             name, proto = "<ModelProto>", source
         elif isinstance(source, (bytes, bytearray, memoryview)):
             name, proto = "<bytes>", _parse(bytes(source), "the given bytes")
-        elif isinstance(source, str) and source.startswith(ZOO_PREFIX):
-            from edgecore import zoo
-
-            name, proto = source, zoo.build(source[len(ZOO_PREFIX) :])
         elif isinstance(source, (str, os.PathLike)):
             path = Path(source)
             name, base_dir = str(path), path.parent
@@ -147,7 +142,7 @@ class Graph:
         else:
             raise ModelLoadError(
                 f"cannot load a model from {type(source).__name__}: give a path, bytes, an "
-                f"onnx.ModelProto, a Graph or 'zoo:NAME'"
+                f"onnx.ModelProto or a Graph (model names such as 'zoo:NAME' are resolved by Engine.load)"
             )
         if _check_external_data(proto, base_dir, name):
             proto = onnx.ModelProto.FromString(proto.SerializeToString())  # leave the caller's proto alone

@@ -26,9 +26,12 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import pluggy
 
 if TYPE_CHECKING:
+    import onnx
+
     from edgecore.config import EngineConfig
     from edgecore.engine import Engine
     from edgecore.graph import Graph
+    from edgecore.plugins import PluginManager
     from edgecore.specs import BackendSpec, ModelSpec, PassSpec, ScenarioSpec
 
 PROJECT = "edgecore"
@@ -78,6 +81,17 @@ def edgecore_select_backend(
 
     Stops at the first non-None result. Core's default (``trylast``) takes the highest-priority
     candidate that supports every operator of the graph.
+    """
+
+
+@hookspec(firstresult=True)
+def edgecore_resolve_model(source: str, plugin_manager: PluginManager) -> onnx.ModelProto | None:
+    """Turn a model name such as ``"zoo:resnet50"`` into an ``onnx.ModelProto``, or None if the
+    name is not this plugin's.
+
+    Stops at the first non-None result. ``plugin_manager`` is the manager that asked: resolve
+    through it (its ``models()``), not through the process-wide one. The built-in zoo answers
+    ``zoo:NAME``.
     """
 
 

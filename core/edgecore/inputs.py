@@ -1,4 +1,10 @@
-"""Checking a request's feeds against a model's input specs, with errors that name what is wrong."""
+"""Checking a request's feeds and ``out`` buffers against a model's specs, with errors that name
+what is wrong.
+
+The rules are the runtimes' own: a fixed dimension must match; a symbolic, unnamed or negative
+(``-1``) one takes any size. Inputs that share a dimension name are *not* required to agree, as
+ONNX Runtime does not require it (the model itself fails if they must and do not).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import numpy as np
 from edgecore.errors import InvalidInputError
 from edgecore.tensor import TensorSpec, as_array
 
-__all__ = ["FeedChecker"]
+__all__ = ["FeedChecker", "check_out", "fill_out"]
 
 _SIGNATURES = 256  # distinct valid input signatures remembered
 
@@ -23,11 +29,9 @@ class FeedChecker:
             (s.name, s.dtype.numpy, len(s.shape), tuple((i, d) for i, d in enumerate(s.shape) if isinstance(d, int)))
             for s in self.specs
         )
-        self._symbols = tuple(
-            (s.name, i, d) for s in self.specs for i, d in enumerate(s.shape) if isinstance(d, str)
-        )
         self._names = frozenset(s.name for s in self.specs)
         self._order = tuple(s.name for s in self.specs)
+        self._strings = tuple(s.name for s in self.specs if s.dtype.numpy.kind == "O")
         self._valid: set[tuple] = set()  # (dtype, shape) signatures that passed the full check
 
     def __call__(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -43,6 +47,8 @@ class FeedChecker:
         for name in self._order:
             value = feeds[name]
             arrays[name] = value if type(value) is np.ndarray else as_array(value, name)
+        if self._strings:
+            arrays = self._as_objects(arrays)
         signature = tuple([(a.dtype, a.shape) for a in arrays.values()])
         if signature not in self._valid:  # the full check runs once per distinct signature
             self._check(arrays)
@@ -54,7 +60,7 @@ class FeedChecker:
     def _check(self, arrays: Mapping[str, np.ndarray]) -> None:
         for name, dtype, rank, fixed in self._plan:
             array = arrays[name]
-            if array.dtype != dtype:
+            if array.dtype != dtype and not (dtype.kind == "O" and array.dtype.kind in "OUS"):
                 raise InvalidInputError(
                     f"input {name!r}: expected dtype {dtype}, got {array.dtype} (cast with .astype(np.{dtype}))"
                 )
@@ -69,20 +75,6 @@ class FeedChecker:
                         f"input {name!r}: dimension {axis} must be {size} {self._describe(name)}, "
                         f"got shape {list(shape)}"
                     )
-        if self._symbols:
-            self._check_symbols(arrays)
-
-    def _check_symbols(self, arrays: Mapping[str, np.ndarray]) -> None:
-        seen: dict[str, tuple[str, int]] = {}
-        for name, axis, symbol in self._symbols:
-            size = arrays[name].shape[axis]
-            if symbol in seen and seen[symbol][1] != size:
-                other, other_size = seen[symbol]
-                raise InvalidInputError(
-                    f"input {name!r}: dimension {axis} ({symbol!r}) is {size}, but {other!r} has "
-                    f"{symbol!r} = {other_size}; inputs sharing a dimension name must agree"
-                )
-            seen.setdefault(symbol, (name, size))
 
     def _names_error(self, feeds: Mapping[str, Any]) -> None:
         missing = [n for n in (s.name for s in self.specs) if n not in feeds]
@@ -99,3 +91,64 @@ class FeedChecker:
 
     def _expected(self) -> str:
         return ", ".join(f"{s.name}: {s.describe()}" for s in self.specs)
+
+    def _as_objects(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """String inputs given as numpy ``str``/``bytes`` arrays become the ``object`` arrays of
+        Python ``str`` that the runtimes take (ONNX strings are UTF-8)."""
+        for name in self._strings:
+            array = arrays[name]
+            if array.dtype.kind == "U":
+                arrays[name] = array.astype(object)
+            elif array.dtype.kind == "S":
+                try:
+                    arrays[name] = np.char.decode(array, "utf-8").astype(object)
+                except UnicodeDecodeError as exc:
+                    raise InvalidInputError(f"input {name!r}: string tensors hold UTF-8 text: {exc}") from exc
+        return arrays
+
+
+def check_out(out: Mapping[str, Any], specs: Sequence[TensorSpec]) -> Mapping[str, np.ndarray]:
+    """``out`` buffers checked against the output ``specs``: known names, numpy arrays of the
+    output's dtype, writeable and C-contiguous, of its rank and fixed dimensions. Returns ``out``."""
+    if not isinstance(out, Mapping):
+        raise InvalidInputError(f"out must be a mapping of output name to array, got {type(out).__name__}")
+    by_name = {spec.name: spec for spec in specs}
+    unknown = [name for name in out if name not in by_name]
+    if unknown:
+        raise InvalidInputError(f"out names {unknown} are not outputs; outputs: {list(by_name)}")
+    for name, buffer in out.items():
+        spec = by_name[name]
+        dtype = spec.dtype.numpy
+        if dtype.kind == "O":
+            raise InvalidInputError(f"out buffer {name!r}: string outputs cannot be written into a buffer")
+        if type(buffer) is not np.ndarray or buffer.dtype != dtype:
+            got = buffer.dtype if isinstance(buffer, np.ndarray) else type(buffer).__name__
+            raise InvalidInputError(f"out buffer {name!r} must be a numpy array of dtype {dtype}, got {got}")
+        if not buffer.flags.c_contiguous or not buffer.flags.writeable:
+            raise InvalidInputError(
+                f"out buffer {name!r} must be writeable and C-contiguous, got "
+                f"contiguous={buffer.flags.c_contiguous}, writeable={buffer.flags.writeable}"
+            )
+        if spec.rank and (
+            buffer.ndim != spec.rank
+            or any(isinstance(d, int) and d != size for d, size in zip(spec.shape, buffer.shape))
+        ):
+            raise InvalidInputError(
+                f"out buffer {name!r}: shape {list(buffer.shape)} does not fit output {spec.describe()}"
+            )
+    return out
+
+
+def fill_out(result: dict[str, np.ndarray], out: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Copy ``result`` into the (checked) ``out`` buffers, for backends whose runtime cannot write
+    into caller memory; returns the outputs with the buffers in place of the copied arrays."""
+    if not out:
+        return result
+    for name, buffer in out.items():
+        produced = result[name]
+        if produced.shape != buffer.shape:
+            raise InvalidInputError(
+                f"out buffer {name!r} has shape {list(buffer.shape)}, but the output is {list(produced.shape)}"
+            )
+        np.copyto(buffer, produced)
+    return {name: out.get(name, array) for name, array in result.items()}

@@ -523,7 +523,7 @@ class Scheduler:
         try:
             feeds = self._assemble(live, items)
             started = _now()
-            outputs = model.run(feeds)
+            outputs = model.execute(feeds)
             finished = _now()
             del feeds
         except Exception as exc:
@@ -573,7 +573,7 @@ class Scheduler:
     def _run_alone(self, model: CompiledModel, request: Request) -> None:
         started = _now()
         try:
-            outputs = model.run(request.feeds)
+            outputs = model.execute(request.feeds)
         except Exception as exc:
             request.future.set_exception(exc)
             self._stats.record_failure("failed")

@@ -104,8 +104,15 @@ _TO_NUMPY: dict[DataType, np.dtype] = {
 _FROM_NUMPY: dict[np.dtype, DataType] = {v: k for k, v in _TO_NUMPY.items()}
 
 
+def _dim(d: Any) -> Dim:
+    if d is None or isinstance(d, str):
+        return d or None
+    d = int(d)
+    return d if d >= 0 else None  # exporters write an unknown size as -1: any size, as the runtimes read it
+
+
 def _shape(value: Any) -> tuple[Dim, ...]:
-    return tuple(d if d is None or isinstance(d, str) else int(d) for d in value)
+    return tuple(_dim(d) for d in value)
 
 
 @attrs.frozen(kw_only=True)
@@ -113,7 +120,8 @@ class TensorSpec:
     """Name, element type and shape of a model input or output.
 
     ``shape`` holds ints for fixed dimensions, strings for symbolic ones ("batch") and None for
-    unnamed unknown ones.
+    unnamed unknown ones. A negative size (exporters write ``dim_value: -1``) and an empty name are
+    read as None: any size, as ONNX Runtime and OpenVINO read them.
     """
 
     name: str

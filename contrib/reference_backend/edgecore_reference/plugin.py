@@ -26,7 +26,7 @@ class ReferenceCompiled(CompiledModel):
         self._factory = ReferenceEvaluator
         self._names = [spec.name for spec in self.outputs]
 
-    def run(self, feeds: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def _run(self, feeds: dict[str, np.ndarray], out: Mapping[str, np.ndarray] | None, deadline_ns: int = 0) -> dict[str, np.ndarray]:
         evaluator = getattr(self._local, "evaluator", None)
         if evaluator is None:
             evaluator = self._local.evaluator = self._factory(self._proto)
@@ -46,7 +46,7 @@ class ReferenceBackend(Backend):
     def devices(self) -> list[DeviceInfo]:
         return [DeviceInfo(name="cpu", kind="cpu", description="onnx.reference (pure Python)")]
 
-    def supported_ops(self, graph: Graph) -> list[str]:
+    def unsupported_ops(self, graph: Graph) -> list[str]:
         from onnx.reference.ops import load_op
 
         missing = []

@@ -80,10 +80,10 @@ def main(spec: dict, started: tuple[float, float] | None = None) -> None:
         return
 
     from edgecore.cli.run import random_feeds
-    from edgecore.graph import Graph
+    from edgecore.selection import load_graph
 
     t = clock()
-    graph = Graph.load(spec["source"])
+    graph = load_graph(spec["source"], pm)
     stages["load_ms"] = (clock() - t) * 1e3
 
     t = clock()

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 import attrs
 
+from edgecore.selection import load_graph
 from edgecore.errors import EdgecoreError
 
 __all__ = ["ChildRun", "run_child", "child_source", "TIMEOUT_S"]
@@ -107,7 +108,7 @@ def child_source(source: Any, folder: Path) -> str:
     from edgecore.graph import Graph
 
     path = folder / "model.onnx"
-    path.write_bytes(Graph.load(source).to_bytes())
+    path.write_bytes(load_graph(source).to_bytes())
     return str(path)
 
 

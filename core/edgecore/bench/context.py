@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
+from edgecore.selection import load_graph
 from edgecore.bench import loops, registry
 from edgecore.bench.results import Measured, ScenarioResult, baseline_from
 from edgecore.bench.settings import BenchSettings
@@ -66,7 +67,7 @@ class BenchSession:
     def graph(self) -> Graph:
         from edgecore.graph import Graph
 
-        return Graph.load(self.source)
+        return load_graph(self.source)
 
     @functools.cached_property
     def engine(self) -> Engine:

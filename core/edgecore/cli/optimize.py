@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecore.selection import load_graph
 from edgecore.cli._common import add_engine_options, console, engine_config, print_json
 from edgecore.errors import OptimizationError
 
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     engine = engine_config(args)
-    graph = Graph.load(args.model)
+    graph = load_graph(args.model)
     manager = PassManager(config, backend=engine.backend, engine_config=engine)
     if args.json:
         optimized, report = manager.run(graph)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from edgecore.selection import load_graph
 from edgecore.optimize.agreement import Agreement, compare
 from edgecore.optimize.config import DEFAULT_KEEP_FP32_OPS, OptimizationConfig
 from edgecore.optimize.evaluation import Evaluator, SampleSet
@@ -65,4 +66,4 @@ def optimize(
     from edgecore.graph import Graph
 
     manager = PassManager(config, backend=backend, engine_config=engine_config, plugin_manager=plugin_manager)
-    return manager.run(Graph.load(model))
+    return manager.run(load_graph(model, plugin_manager))

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
@@ -37,6 +37,9 @@ from edgecore.specs import ModelSpec
 from edgecore.zoo._builder import count_parameters
 from edgecore.zoo._digits import digits_test_split
 
+if TYPE_CHECKING:
+    from edgecore.plugins import PluginManager
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["list_models", "get_spec", "build", "export", "cache_dir", "count_parameters", "digits_test_split"]
@@ -44,16 +47,19 @@ __all__ = ["list_models", "get_spec", "build", "export", "cache_dir", "count_par
 CACHE_ENV = "EDGECORE_CACHE_DIR"
 
 
-def list_models() -> dict[str, ModelSpec]:
-    """Every model registered through ``edgecore_models``, by name."""
-    from edgecore.plugins import get_plugin_manager
+def list_models(plugin_manager: PluginManager | None = None) -> dict[str, ModelSpec]:
+    """Every model registered through ``edgecore_models`` (of ``plugin_manager``, else the
+    process-wide manager), by name."""
+    if plugin_manager is None:
+        from edgecore.plugins import get_plugin_manager
 
-    return dict(get_plugin_manager().models())
+        plugin_manager = get_plugin_manager()
+    return dict(plugin_manager.models())
 
 
-def get_spec(name: str) -> ModelSpec:
+def get_spec(name: str, plugin_manager: PluginManager | None = None) -> ModelSpec:
     """The :class:`ModelSpec` of ``name``; :class:`ModelLoadError` naming the available ones if none."""
-    models = list_models()
+    models = list_models(plugin_manager)
     try:
         return models[name]
     except KeyError:
@@ -67,15 +73,18 @@ def cache_dir() -> Path:
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "edgecore" / "zoo"
 
 
-def build(name: str, *, seed: int = 0, cache: bool = True, **options: Any) -> onnx.ModelProto:
+def build(
+    name: str, *, seed: int = 0, cache: bool = True, plugin_manager: PluginManager | None = None, **options: Any
+) -> onnx.ModelProto:
     """Build zoo model ``name`` with weights drawn from ``seed``; ``options`` go to its builder.
 
     A second call with the same name, seed, options and edgecore version loads the cached file
     instead of building (``cache=False`` skips the cache both ways; builders marked
     ``cacheable = False``, such as loaders of packaged files, are never cached). Raises
     :class:`ModelLoadError` for an unknown name or an option the builder does not take.
+    ``plugin_manager`` is where ``name`` is looked up (default: the process-wide manager).
     """
-    spec = get_spec(name)
+    spec = get_spec(name, plugin_manager)
     _check_options(spec, seed, options)
     use_cache = cache and getattr(spec.builder, "cacheable", True)
     path = cache_dir() / _cache_name(name, seed, options) if use_cache else None

@@ -14,7 +14,9 @@ from edgecore.zoo._bert import build_bert
 from edgecore.zoo._cnn import build_efficientnet, build_mobilenet_v2, build_resnet
 from edgecore.zoo._digits import build_digits_cnn
 
-__all__ = ["edgecore_models"]
+__all__ = ["edgecore_models", "edgecore_resolve_model"]
+
+ZOO_PREFIX = "zoo:"
 
 _IMAGE = "NCHW float32 'input' [batch, 3, {size}, {size}] -> 'logits' [batch, {classes}]"
 _BERT = "int64 input_ids/attention_mask/token_type_ids [batch, sequence] -> last_hidden_state, pooler_output"
@@ -98,3 +100,13 @@ def edgecore_models() -> list[ModelSpec]:
             parameters=38_282,
         ),
     ]
+
+
+@hookimpl
+def edgecore_resolve_model(source: str, plugin_manager):
+    """``zoo:NAME`` -> the built (or cached) model, looked up in the manager that asks."""
+    if not source.startswith(ZOO_PREFIX):
+        return None
+    from edgecore.zoo import build
+
+    return build(source[len(ZOO_PREFIX) :], plugin_manager=plugin_manager)

@@ -127,7 +127,7 @@ class CpuSimdBackend(Backend):
             pass
         return [DeviceInfo(name="cpu", kind="cpu", description=model, properties=properties)]
 
-    def supported_ops(self, graph: Graph) -> list[str]:
+    def unsupported_ops(self, graph: Graph) -> list[str]:
         kernels = _cpu_kernels()
         local = {(f.domain, f.name) for f in graph.model.functions.values()}
         opset = graph.opset
@@ -156,6 +156,8 @@ class CpuSimdBackend(Backend):
         if options.enable_hardware_acceleration:
             so.add_session_config_entry("session.set_denormal_as_zero", "1")
         so.log_severity_level = 3
+        if options.shared_cores:  # instances of one engine share the cores: a spinning one steals them
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         for key, value in options.options.items():
             self._apply_option(so, key, value)
         if options.profile_ops:
@@ -239,7 +241,7 @@ class OrtCompiledModel(CompiledModel):
         self._local.slots = {}
         return binding
 
-    def run(self, feeds: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def _run(self, feeds: dict[str, np.ndarray], out: Mapping[str, np.ndarray] | None, deadline_ns: int = 0) -> dict[str, np.ndarray]:
         local = self._local
         binding = getattr(local, "binding", None) or self._new_binding()
         bind, copies = binding.bind_input, []  # the binding keeps raw pointers: copies must outlive the run

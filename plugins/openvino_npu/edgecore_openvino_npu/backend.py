@@ -9,7 +9,7 @@ OpenVINO's own blob hash covers device and properties, so a changed model or run
 stale blob.
 
 Concurrency: one backend instance per process; ``compile`` may run from several threads (``ov.Core``
-is thread-safe); the ``supported_ops`` memo takes a lock.
+is thread-safe); the ``unsupported_ops`` memo takes a lock.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class OpenVinoBackend(Backend):
 
     # -- operators ---------------------------------------------------------------------------------
 
-    def supported_ops(self, graph: Graph) -> list[str]:
+    def unsupported_ops(self, graph: Graph) -> list[str]:
         """ONNX operators OpenVINO's ONNX frontend cannot convert (from a partial conversion)."""
         key = graph.fingerprint
         with self._lock:

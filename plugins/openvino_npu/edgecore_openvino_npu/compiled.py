@@ -190,7 +190,7 @@ class OpenVinoCompiledModel(CompiledModel):
 
     # -- running -----------------------------------------------------------------------------------
 
-    def run(self, feeds: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def _run(self, feeds: dict[str, np.ndarray], out: Mapping[str, np.ndarray] | None, deadline_ns: int = 0) -> dict[str, np.ndarray]:
         if self._closed:
             raise EngineClosedError(f"the OpenVINO model {self.name!r} is closed")
         arrays = [feeds[name] for name in self._in_names]

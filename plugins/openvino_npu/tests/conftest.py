@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("openvino", reason="openvino is not installed")
 
+from edgecore.selection import load_graph
 from edgecore.graph import Graph  # noqa: E402
 
 
@@ -30,7 +31,7 @@ def zoo_graph():
 
     def load(name: str) -> Graph:
         if name not in cache:
-            cache[name] = Graph.load(f"zoo:{name}")
+            cache[name] = load_graph(f"zoo:{name}")
         return cache[name]
 
     return load
