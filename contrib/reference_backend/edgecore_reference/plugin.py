@@ -11,6 +11,7 @@ import numpy as np
 from edgecore import hookimpl
 from edgecore.backend import Availability, Backend, CompiledModel, CompileOptions, DeviceInfo, op_name
 from edgecore.graph import Graph
+from edgecore.inputs import fill_out
 from edgecore.specs import BackendSpec
 
 
@@ -31,10 +32,7 @@ class ReferenceCompiled(CompiledModel):
         if evaluator is None:
             evaluator = self._local.evaluator = self._factory(self._proto)
         results = dict(zip(self._names, evaluator.run(None, dict(feeds))))
-        for name, buffer in (out or {}).items():
-            buffer[...] = results[name]
-            results[name] = buffer
-        return results
+        return fill_out(results, out)  # core checked ``out``; a buffer of another shape raises there
 
 
 class ReferenceBackend(Backend):
