@@ -9,6 +9,8 @@ from typing import Any
 
 import attrs
 
+from edgecore.errors import ConfigurationError
+
 __all__ = ["BenchSettings", "DEFAULT_BATCH", "OPTIMIZE_PRESETS"]
 
 #: Batch size a scenario uses when the caller gives none (MLPerf single-stream is batch 1 by definition).
@@ -26,17 +28,17 @@ OPTIMIZE_PRESETS: dict[str, dict[str, Any]] = {
 
 def _preset(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
     if value is not None and value not in OPTIMIZE_PRESETS:
-        raise ValueError(f"BenchSettings.optimize must be one of {sorted(OPTIMIZE_PRESETS)} or None, got {value!r}")
+        raise ConfigurationError(f"BenchSettings.optimize must be one of {sorted(OPTIMIZE_PRESETS)} or None, got {value!r}")
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: float | None) -> None:
     if value is not None and value <= 0:
-        raise ValueError(f"BenchSettings.{attribute.name} must be > 0, got {value}")
+        raise ConfigurationError(f"BenchSettings.{attribute.name} must be > 0, got {value}")
 
 
 def _non_negative(instance: Any, attribute: attrs.Attribute, value: int) -> None:
     if value < 0:
-        raise ValueError(f"BenchSettings.{attribute.name} must be >= 0, got {value}")
+        raise ConfigurationError(f"BenchSettings.{attribute.name} must be >= 0, got {value}")
 
 
 def _optional_float(value: Any) -> float | None:
@@ -90,7 +92,7 @@ class BenchSettings:
 
     def __attrs_post_init__(self) -> None:
         if self.find_peak and self.latency_bound_ms is None:
-            raise ValueError("BenchSettings.find_peak needs latency_bound_ms (the p99 bound the peak must meet)")
+            raise ConfigurationError("BenchSettings.find_peak needs latency_bound_ms (the p99 bound the peak must meet)")
 
     def optimization(self) -> dict[str, Any] | None:
         """OptimizationConfig fields of the ``optimize`` preset, with this run's sequence length and

@@ -12,6 +12,8 @@ from typing import Any, Mapping, Sequence, Union
 import attrs
 import numpy as np
 
+from edgecore.errors import ConfigurationError
+
 __all__ = [
     "OptimizationConfig",
     "CalibrationData",
@@ -49,24 +51,24 @@ CalibrationData = Union[Mapping[str, np.ndarray], Sequence[Mapping[str, np.ndarr
 def _one_of(choices: tuple[str, ...]):
     def check(instance: Any, attribute: attrs.Attribute, value: str) -> None:
         if value not in choices:
-            raise ValueError(f"OptimizationConfig.{attribute.name} must be one of {choices}, got {value!r}")
+            raise ConfigurationError(f"OptimizationConfig.{attribute.name} must be one of {choices}, got {value!r}")
 
     return check
 
 
 def _ratio(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"OptimizationConfig.{attribute.name} must lie in [0, 1), got {value}")
+        raise ConfigurationError(f"OptimizationConfig.{attribute.name} must lie in [0, 1), got {value}")
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     if value <= 0:
-        raise ValueError(f"OptimizationConfig.{attribute.name} must be > 0, got {value}")
+        raise ConfigurationError(f"OptimizationConfig.{attribute.name} must be > 0, got {value}")
 
 
 def _budget(instance: Any, attribute: attrs.Attribute, value: float | None) -> None:
     if value is not None and (not np.isfinite(value) and value != float("inf")):
-        raise ValueError(f"OptimizationConfig.{attribute.name} must be a number or None, got {value}")
+        raise ConfigurationError(f"OptimizationConfig.{attribute.name} must be a number or None, got {value}")
 
 
 def _labels(value: Any) -> np.ndarray | None:
@@ -74,7 +76,7 @@ def _labels(value: Any) -> np.ndarray | None:
         return None
     array = np.asarray(value)
     if array.ndim != 1 or array.dtype.kind not in "iu":
-        raise ValueError(f"OptimizationConfig.labels must be a 1-D integer array, got {array.dtype}{list(array.shape)}")
+        raise ConfigurationError(f"OptimizationConfig.labels must be a 1-D integer array, got {array.dtype}{list(array.shape)}")
     return array.astype(np.int64, copy=False)
 
 
@@ -82,7 +84,7 @@ def _options(value: Mapping[str, Any] | None) -> Mapping[str, Mapping[str, Any]]
     options = {}
     for key, entry in dict(value or {}).items():
         if not isinstance(entry, Mapping):
-            raise ValueError(
+            raise ConfigurationError(
                 f"OptimizationConfig.custom_options maps a pass name to its options, e.g. "
                 f"{{'int8': {{'reduce_range': True}}}}; entry {key!r} is {type(entry).__name__}"
             )
