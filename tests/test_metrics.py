@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import gc
 import logging
-import threading
+import sys
 import urllib.request
 
 import pytest
 
+from edgecore.errors import ConfigurationError, EdgecoreError
 from edgecore.metrics import (
     EngineCollector,
     HistogramSample,
-    LatencyHistogram,
     MetricsSample,
     generate_latest,
     make_registry,
@@ -105,25 +105,13 @@ def test_family_names_and_types():
     assert families["edgecore_cpu_utilization_percent"] == "gauge"
 
 
-def test_latency_histogram_buckets_and_threads():
-    h = LatencyHistogram(BOUNDS)
-    for v in (50, 100, 101, 1000, 5000, 20000):
-        h.observe(v)
-    snap = h.snapshot()
+def test_histogram_from_values_buckets():
+    snap = HistogramSample.from_values((50, 100, 101, 1000, 5000, 20000), BOUNDS)
     assert snap.counts == (2, 2, 1, 1)  # 100 belongs to le="100", as in Prometheus
     assert snap.sum == 26251 and snap.count == 6
     assert snap.cumulative() == [("100", 2), ("1000", 4), ("10000", 5), ("+Inf", 6)]
-
-    h = LatencyHistogram(BOUNDS)
-    threads = [threading.Thread(target=lambda: [h.observe(500) for _ in range(5000)]) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert h.snapshot().counts == (0, 20000, 0, 0)
-    h.reset()
-    assert h.snapshot().count == 0
     assert HistogramSample.from_values([1, 2000], BOUNDS).counts == (1, 0, 1, 0)
+    assert HistogramSample.empty(BOUNDS).count == 0
 
 
 def test_records_validate():
@@ -131,10 +119,10 @@ def test_records_validate():
         HistogramSample(bounds=(1, 2), counts=(1, 2))
     with pytest.raises(ValueError, match="increasing"):
         HistogramSample(bounds=(2, 1), counts=(0, 0, 0))
-    with pytest.raises(ValueError, match="inference_count"):
+    with pytest.raises(ConfigurationError, match="inference_count"):
         MetricsSample(model="m", backend="b", inference_count=-1)
-    with pytest.raises(ValueError, match="increasing"):
-        LatencyHistogram((5, 5))
+    with pytest.raises(ConfigurationError, match="increasing"):
+        HistogramSample.from_values([], (5, 5))
 
 
 def test_failing_provider_is_skipped_and_logged(caplog):
@@ -181,3 +169,17 @@ def test_http_server_serves_metrics():
         server.shutdown()
         server.server_close()
     assert parse(body)["edgecore_inference_exec_count_total"][lbl()] == 40
+
+
+@pytest.mark.parametrize("call", [
+    lambda: start_http_server(0, addr="127.0.0.1", engines=[]),
+    lambda: generate_latest([]),
+    lambda: make_registry([]),
+])
+def test_without_prometheus_client_the_error_names_the_extra(monkeypatch, call):
+    # None in sys.modules makes "import prometheus_client" raise ImportError, as when it is absent.
+    for name in [m for m in sys.modules if m == "prometheus_client" or m.startswith("prometheus_client.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(EdgecoreError, match=r"pip install 'edgecore\[metrics\]'") as info:
+        call()
+    assert not isinstance(info.value, ImportError) and isinstance(info.value.__cause__, ImportError)

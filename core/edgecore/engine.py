@@ -7,8 +7,8 @@ take a short lock). ``submit``/``run_async`` hand requests to the :class:`~edgec
 
 Profiling: while a session of the process-wide profiler records, ``run`` takes ``_run_traced``
 (spans ``inference_total`` and ``backend_execute``), ``load`` records ``model_load`` and ``compile``;
-with no session, ``run`` pays one attribute check. Metrics: a loaded engine is registered with
-:func:`edgecore.metrics.track` (weakly) until ``close``.
+with no session, ``run`` pays one attribute check. Metrics: the engine announces itself through the
+``edgecore_engine_started``/``_closed`` hooks; the built-in metrics plugin exposes it to Prometheus.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from edgecore.errors import (
 from edgecore.graph import Graph, ModelSource, describe_source
 from edgecore.inputs import check_out, fill_out
 from edgecore.memory import MemoryPool
-from edgecore.metrics import EngineMetrics, MetricsSample, ProcessSampler, track, untrack
+from edgecore.resources import EngineMetrics, MetricsSample, ProcessSampler
 from edgecore.profiling.profiler import get_profiler, next_batch_id, next_request_id
 from edgecore.selection import available_backend, candidate_backends, load_graph, plugin_label
 from edgecore.stats import EngineStats, StatsRecorder
@@ -134,7 +134,6 @@ class Engine:
         if self._process is None:
             self._process = ProcessSampler()
         self._pm.hook.edgecore_engine_started(engine=self)
-        track(self)
         return self
 
     def _compile_all(self, spec: BackendSpec, graph: Graph) -> tuple[CompiledModel, tuple[CompiledModel, ...]]:
@@ -223,7 +222,6 @@ class Engine:
             for compiled in (self._compiled, *self._instances):
                 _close_quietly(compiled)
             self._pm.hook.edgecore_engine_closed(engine=self)
-        untrack(self)
         self._compiled, self._instances = None, ()
 
     def __enter__(self) -> Engine:

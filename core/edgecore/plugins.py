@@ -38,6 +38,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "edgecore.zoo.plugin",
     "edgecore.bench.plugin",
     "edgecore.optimize.plugin",
+    "edgecore.metrics.plugin",
 )
 
 T = TypeVar("T")

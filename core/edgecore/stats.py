@@ -1,9 +1,9 @@
 """Request statistics: exact counts, latency percentiles over a sliding window, and cumulative
 latency histograms (the Prometheus exposition's ``edgecore_*_duration_us``).
 
-Concurrency: ``record`` is called from every thread that finishes a request; one lock guards the
-counters, the histogram buckets and the ring of recent latencies. ``snapshot`` copies under the lock
-and computes outside it.
+Concurrency: ``record_direct``/``record_batch``/``record_failure`` are called from every thread that
+finishes a request; one lock guards the counters, the histogram buckets and the ring of recent
+latencies. ``snapshot`` copies under the lock and computes outside it.
 
 Cost on the direct path (``record_direct``, once per ``Engine.run``): one lock, the ring store, one
 bisect into the latency buckets and one bucket increment. Queue, compute and batch-size histograms
@@ -21,7 +21,7 @@ from typing import Mapping
 import attrs
 import numpy as np
 
-from edgecore.metrics import DEFAULT_BATCH_BUCKETS, DEFAULT_LATENCY_BUCKETS_US, HistogramSample
+from edgecore.resources import DEFAULT_BATCH_BUCKETS, DEFAULT_LATENCY_BUCKETS_US, HistogramSample
 
 __all__ = ["EngineStats", "StatsHistograms", "StatsRecorder"]
 
@@ -116,8 +116,8 @@ class StatsRecorder:
         self._executions = 0
         self._batches: dict[int, int] = {}
         self._started = time.perf_counter()
-        # Histogram buckets: direct requests (latency = compute, queue 0) in one list; the others
-        # (scheduler, record) in three. Sums: _latency_sum and _queue_sum cover every request;
+        # Histogram buckets: direct requests (latency = compute, queue 0) in one list; the
+        # scheduler's in three. Sums: _latency_sum and _queue_sum cover every request;
         # _other_latency_sum / _other_compute_sum only the non-direct ones.
         self._h_direct = [0] * _BUCKETS
         self._h_request = [0] * _BUCKETS
@@ -125,18 +125,6 @@ class StatsRecorder:
         self._h_compute = [0] * _BUCKETS
         self._other_latency_sum = 0
         self._other_compute_sum = 0
-
-    def record(self, latency_ns: int, queue_ns: int = 0) -> None:
-        """One request answered successfully."""
-        i, q = _bucket(latency_ns), _bucket(queue_ns)
-        with self._lock:
-            self._latency[self._count % self._window] = latency_ns
-            self._count += 1
-            self._latency_sum += latency_ns
-            self._queue_sum += queue_ns
-            self._h_request[i] += 1
-            self._h_queue[q] += 1
-            self._other_latency_sum += latency_ns
 
     def record_direct(self, latency_ns: int) -> None:
         """One request run directly (no queue): one execution of batch size 1.
@@ -199,13 +187,6 @@ class StatsRecorder:
             self._h_compute[c] += n
             self._other_latency_sum += total
             self._other_compute_sum += compute_ns * n
-
-    def record_execution(self, batch_size: int, compute_ns: int) -> None:
-        """One backend execution of ``batch_size`` requests."""
-        with self._lock:
-            self._executions += 1
-            self._compute_sum += compute_ns
-            self._batches[batch_size] = self._batches.get(batch_size, 0) + 1
 
     def record_failure(self, kind: str = "failed") -> None:
         with self._lock:
