@@ -9,7 +9,16 @@ import time
 
 import pytest
 
-from edgecore.profiling import Profiler, ProfilerSessionError, Span, Window, layout_sequential
+from edgecore.profiling import (
+    BackendOp,
+    BackendRun,
+    Profiler,
+    ProfilerSessionError,
+    Span,
+    Window,
+    layout_sequential,
+    runs_to_spans,
+)
 from edgecore.profiling.export import load_schema, session_to_chrome_trace
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -203,123 +212,71 @@ def test_layout_sequential_fits_inside_the_window():
     assert [(s.start_ns, s.end_ns) for s in squeezed] == [(1_000, 5_000), (5_000, 11_000)]
 
 
-# --- onnxruntime per-op merging --------------------------------------------------------------
+# --- backend per-op merging (runtime-neutral; onnxruntime's reader is tested in plugins/cpu_simd) ----
 
 
-def tiny_model_bytes() -> bytes:
-    from onnx import TensorProto, helper
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
-    nodes = [helper.make_node("Relu", ["x"], ["t"], name="relu0"), helper.make_node("Add", ["t", "t"], ["y"], name="add0")]
-    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
-    return model.SerializeToString()
-
-
-@pytest.fixture
-def ort_session(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    so = ort.SessionOptions()
-    so.enable_profiling = True
-    so.profile_file_prefix = str(tmp_path / "ort")
-    return ort.InferenceSession(tiny_model_bytes(), so, providers=["CPUExecutionProvider"])
-
-
-def run_profiled(p: Profiler, sess, n: int) -> None:
-    import numpy as np
-
-    feed = {"x": np.ones((1, 4), np.float32)}
-    for i in range(n):
-        start = time.perf_counter_ns()
-        sess.run(None, feed)
-        p.record("backend_execute", start, time.perf_counter_ns(), request_id=i,
-                 args={"batch_id": i, "batch_size": 1, "backend": "cpu_simd"})
-
-
-@pytest.mark.parametrize("with_time_base", [True, False])
-def test_ort_ops_become_children_of_backend_execute(ort_session, with_time_base):
-    p = Profiler()
-    sess = ort_session
-    base = sess.get_profiling_start_time_ns()
-    run_profiled(p, sess, 2)  # runs before the session: must not be merged
-    p.start_global_session("ops")
-    run_profiled(p, sess, 3)
-
-    def flush(prof: Profiler) -> None:
-        prof.merge_backend_events(sess.end_profiling(), time_base_unix_ns=base if with_time_base else None,
-                                  backend="cpu_simd")
-
-    p.add_flush_hook(flush)
-    data = p.stop_global_session()
-    p.remove_flush_hook(flush)
-    trace = session_to_chrome_trace(data)
-    validate(trace)
-    events = timed_events(trace)
-    parents = [e for e in events if e["name"] == "backend_execute"]
-    runs = [e for e in events if e["name"] == "model_run"]
-    ops = [e for e in events if e["cat"] == "op"]
-    assert len(parents) == 3 and len(runs) == 3 and len(ops) == 6
-    assert sorted({o["args"]["op_type"] for o in ops}) == ["Add", "Relu"]
-    for child in runs + ops:
-        parent = next(q for q in parents if q["args"]["batch_id"] == child["args"]["batch_id"])
-        assert child["tid"] == parent["tid"] and child["args"]["request_id"] == parent["args"]["request_id"]
-        assert parent["ts"] <= child["ts"] and child["ts"] + child["dur"] <= parent["ts"] + parent["dur"] + 1e-3
-    for parent in parents:  # kernels in execution order, Relu before Add, inside each run
-        kids = sorted((o for o in ops if o["args"]["batch_id"] == parent["args"]["batch_id"]), key=lambda e: e["ts"])
-        assert [k["args"]["op_type"] for k in kids] == ["Relu", "Add"]
-
-
-def test_merge_filters_parents_by_args(ort_session):
-    p = Profiler()
-    p.start_global_session("m")
-    run_profiled(p, ort_session, 2)
-    p.record("backend_execute", 0, 10, args={"backend": "other"})
-    n = p.merge_backend_events(ort_session.end_profiling(), match={"backend": "cpu_simd"},
-                               time_base_unix_ns=ort_session.get_profiling_start_time_ns())
-    assert n == 2 * 3  # model_run + 2 kernels per run
-    assert p.merge_backend_events([], format="onnxruntime") == 0
-    with pytest.raises(ValueError, match="format"):
-        p.merge_backend_events([], format="tensorrt")
-    p.stop_global_session()
-
-
-def synthetic_profile(run_starts_us, run_dur_us=100):
-    """An onnxruntime-shaped profile: each run has kernels a (10 µs at +20) and b (30 µs at +50)."""
-    events = [{"cat": "Session", "name": "session_initialization", "ph": "X", "ts": 0, "dur": 5, "pid": 1, "tid": 1}]
+def synthetic_runs(run_starts_us, run_dur_us=100, tid=1):
+    """Runs on a runtime clock (ns): each has kernels a (10 µs at +20) and b (30 µs at +50)."""
+    runs = []
     for t in run_starts_us:
-        events.append({"cat": "Session", "name": "model_run", "ph": "X", "ts": t, "dur": run_dur_us, "pid": 1, "tid": 1})
-        for name, op, off, dur in (("a", "Conv", 20, 10), ("b", "Relu", 50, 30)):
-            events.append({"cat": "Node", "name": f"{name}_fence_before", "ph": "X", "ts": t + off, "dur": 0,
-                           "pid": 1, "tid": 1, "args": {"op_name": op}})
-            events.append({"cat": "Node", "name": f"{name}_kernel_time", "ph": "X", "ts": t + off, "dur": dur,
-                           "pid": 1, "tid": 1, "args": {"op_name": op, "provider": "CPUExecutionProvider"}})
-    return events
+        ops = tuple(
+            BackendOp(name, (t + off) * 1000.0, (t + off + dur) * 1000.0, op_type=op, tid=tid,
+                      args={"provider": "P"})
+            for name, op, off, dur in (("a", "Conv", 20, 10), ("b", "Relu", 50, 30))
+        )
+        runs.append(BackendRun(t * 1000.0, (t + run_dur_us) * 1000.0, tid, ops))
+    return runs
 
 
 def test_merge_alignment_rules():
-    from edgecore.profiling import ort_runs_to_spans, split_ort_runs
-
-    runs = split_ort_runs(synthetic_profile([1000, 2000, 3000]))
-    assert [len(r.nodes) for r in runs] == [2, 2, 2]  # fences are not kernels
-    # parents (perf ns): 1_000_000 + [1.1 ms, 2.1 ms]; the profile's ts 0 is perf ns 1_000_000.
+    runs = synthetic_runs([1000, 2000, 3000])
+    # parents (perf ns): 1_000_000 + [1.1 ms, 2.1 ms]; the runtime clock's 0 is perf ns 1_000_000.
     windows = [Window(1_000_000 + 1_000_000 + k * 1_000_000 - 50_000, 1_000_000 + 1_150_000 + k * 1_000_000, 7,
                       request_id=k, args={"batch_id": k}) for k in range(2)]
-    exact = ort_runs_to_spans(runs, windows, perf_offset_ns=1_000_000)
+    exact = runs_to_spans(runs, windows, clock_offset_ns=1_000_000, runtime="rt", backend="b1")
     got = [(s.name, s.start_ns, s.end_ns, s.request_id) for s in exact]
     assert got == [("model_run", 2_000_000, 2_100_000, 0), ("a", 2_020_000, 2_030_000, 0), ("b", 2_050_000, 2_080_000, 0),
                    ("model_run", 3_000_000, 3_100_000, 1), ("a", 3_020_000, 3_030_000, 1), ("b", 3_050_000, 3_080_000, 1)]
+    assert exact[0].cat == "backend" and exact[0].args == {"batch_id": 0, "runtime": "rt", "backend": "b1"}
+    assert exact[1].cat == "op" and exact[1].args == {"batch_id": 0, "op_type": "Conv", "provider": "P", "backend": "b1"}
+    assert exact[1].tid == 7  # an op on the run's own thread goes on its parent's track
     # run 1 (ts 1000) happened before every parent and is left out. A clock 80 µs off puts the runs
     # 30 µs past their parents' ends: the offset is corrected by the median shift (-30 µs), uniformly.
-    skewed = ort_runs_to_spans(runs, windows, perf_offset_ns=1_000_000 + 80_000)
+    skewed = runs_to_spans(runs, windows, clock_offset_ns=1_000_000 + 80_000)
     assert [(s.start_ns, s.end_ns) for s in skewed] == [(s.start_ns + 50_000, s.end_ns + 50_000) for s in exact]
     # without a time base: newest runs with newest parents, each run ending with its parent.
-    ordered = ort_runs_to_spans(runs, windows, perf_offset_ns=None)
+    ordered = runs_to_spans(runs, windows, clock_offset_ns=None)
     assert [(s.name, s.start_ns, s.end_ns) for s in ordered if s.name == "model_run"] == [
         ("model_run", 2_050_000, 2_150_000), ("model_run", 3_050_000, 3_150_000)]
     assert {s.args["op_type"] for s in ordered if s.cat == "op"} == {"Conv", "Relu"}
     # a run longer than its parent is scaled into it.
-    tight = ort_runs_to_spans(runs[:1], [Window(0, 50_000, 1)])
+    tight = runs_to_spans(runs[:1], [Window(0, 50_000, 1)])
     assert [(s.start_ns, s.end_ns) for s in tight] == [(0, 50_000), (10_000, 15_000), (25_000, 40_000)]
+
+
+def test_merge_backend_runs_nests_children_in_the_matching_parents():
+    p = Profiler()
+    assert p.merge_backend_runs(synthetic_runs([0])) == 0  # no session: nothing merged
+    p.start_global_session("m")
+    t0 = time.perf_counter_ns()
+    for k in range(2):  # two parents of this backend, 1 ms long, and one of another backend
+        p.record("backend_execute", t0 + k * 2_000_000, t0 + k * 2_000_000 + 1_000_000, request_id=k, tid=5,
+                 args={"batch_id": k, "backend": "mine"})
+    p.record("backend_execute", t0 + 5_000_000, t0 + 6_000_000, tid=5, args={"backend": "other"})
+    n = p.merge_backend_runs(synthetic_runs([0, 2000], tid=None), match={"backend": "mine"}, runtime="rt",
+                             backend="mine", run_name="rt_run")
+    assert n == 2 * 3  # a run span + 2 kernels per run
+    data = p.stop_global_session()
+    trace = session_to_chrome_trace(data)
+    validate(trace)
+    events = timed_events(trace)
+    parents = [e for e in events if e["name"] == "backend_execute" and e["args"].get("backend") == "mine"]
+    children = [e for e in events if e["name"] in ("rt_run", "a", "b")]
+    assert {e["cat"] for e in children} == {"backend", "op"} and len(children) == 6
+    for child in children:
+        parent = next(q for q in parents if q["args"]["batch_id"] == child["args"]["batch_id"])
+        assert child["tid"] == parent["tid"] and child["args"]["request_id"] == parent["args"]["request_id"]
+        assert parent["ts"] <= child["ts"] and child["ts"] + child["dur"] <= parent["ts"] + parent["dur"] + 1e-3
 
 
 def test_snapshots_while_other_threads_record():

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from edgecore import Engine, EngineConfig
-from edgecore.profiling import get_profiler, load_trace, summarize
+from edgecore.profiling import get_profiler
 from edgecore.profiling.export import load_schema
-from edgecore.profiling.viewer import render_text
+from edgecore.profiling.viewer import load_trace, render_text, summarize
 
 jsonschema = pytest.importorskip("jsonschema")
 pytest.importorskip("edgecore_cpu_simd")

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from edgecore.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from edgecore.config import EngineConfig
     from edgecore.graph import Graph
     from edgecore.specs import BackendSpec
 
 
 @hookimpl(trylast=True)
-def edgecore_select_backend(graph: Graph, candidates: Sequence[BackendSpec], config: EngineConfig) -> BackendSpec | None:
-    """The highest-priority candidate that runs every operator of the graph."""
+def edgecore_select_backend(graph: Graph, candidates: Sequence[BackendSpec], config: Any) -> BackendSpec | None:
+    """The highest-priority candidate that runs every operator of the graph (``config``, the
+    engine's :class:`~edgecore.config.EngineConfig`, is not consulted)."""
     from edgecore.backend import backend_for
 
     for spec in candidates:

@@ -6,12 +6,9 @@ The plugin manager collects them, sorts them and refuses duplicate names: nothin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import attrs
-
-if TYPE_CHECKING:
-    from edgecore.backend import Backend
 
 __all__ = ["BackendSpec", "PassSpec", "ScenarioSpec", "ModelSpec"]
 
@@ -30,7 +27,7 @@ class BackendSpec:
     """
 
     name: str = attrs.field(validator=_name)
-    factory: Callable[[], Backend]
+    factory: Callable[[], Any]  # -> edgecore.backend.Backend (not imported: backend.py names this module)
     priority: int = 0
     devices: tuple[str, ...] = attrs.field(default=("cpu",), converter=tuple)
     description: str = ""

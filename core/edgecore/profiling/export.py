@@ -25,32 +25,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgecore.profiling.profiler import STAGES, SessionData
+from edgecore.profiling.events import SessionData, category_of
 
-__all__ = ["FORMAT_VERSION", "edgecore_version", "session_to_chrome_trace", "write_chrome_trace", "load_schema"]
+__all__ = ["FORMAT_VERSION", "edgecore_version", "session_to_chrome_trace", "write_chrome_trace", "load_schema",
+           "read_json_lenient"]
 
 #: Bumped when the layout of ``otherData`` or of the events changes incompatibly.
 FORMAT_VERSION = 1
 
 
 def edgecore_version() -> str:
+    """The installed distribution's version ("unknown" when edgecore runs from a bare source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        from importlib.metadata import PackageNotFoundError, version
-
         return version("edgecore")
-    except (ImportError, PackageNotFoundError):
-        import edgecore
-
-        return str(getattr(edgecore, "__version__", "unknown"))
-
-
-def _category(name: str) -> str:
-    cat = STAGES.get(name)
-    if cat is not None:
-        return cat
-    if name.startswith("optimize/") or name == "optimize":
-        return "model"
-    return "user"
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _jsonable(value: Any) -> Any:
@@ -99,7 +90,7 @@ def session_to_chrome_trace(session: SessionData) -> dict[str, Any]:
         if cat is None:
             cat = cats.get(name)
             if cat is None:
-                cat = cats[name] = _category(name)
+                cat = cats[name] = category_of(name)
         ts = round((start - t0) / 1000.0, 3)
         tid = os_tid(tid)
         event: dict[str, Any] = {"name": name, "cat": cat, "ph": ph, "ts": ts, "pid": pid, "tid": tid}
@@ -166,6 +157,20 @@ def write_chrome_trace(session: SessionData | dict[str, Any], path: str | os.Pat
         f.write(text)
     os.replace(tmp, path)
     return path
+
+
+def read_json_lenient(path: str | os.PathLike[str]) -> Any:
+    """Load JSON, accepting the Trace Event "JSON Array Format" left unterminated (``[{..},{..},``),
+    as runtimes write it while they profile."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        stripped = text.rstrip()
+        if stripped.startswith("[") and not stripped.endswith("]"):
+            return json.loads(stripped.rstrip(",") + "]")
+        raise
 
 
 def load_schema() -> dict[str, Any]:

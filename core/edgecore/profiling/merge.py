@@ -1,21 +1,29 @@
 """Put a runtime's own per-operator timings on edgecore's time base, inside ``backend_execute``.
 
-Runtimes time their operators on clocks of their own: onnxruntime writes microseconds since its
-profiler started (``InferenceSession.get_profiling_start_time_ns()`` gives that start as *wall-clock*
-ns); OpenVINO and TensorRT give only per-layer durations. The functions here turn those into
-:class:`~edgecore.profiling.profiler.Span` rows (``time.perf_counter_ns()``) that nest inside the
-``backend_execute`` span of the run they belong to, so Perfetto draws queue -> batch -> kernel on one
-track.
+Runtimes time their operators on clocks of their own. This module knows no runtime's file format:
+a backend plugin reads its runtime's profile into runtime-neutral records and hands them over --
+
+* runtimes that timestamp their runs (onnxruntime, TensorRT's IProfiler with a clock) give
+  :class:`BackendRun` records, each with the :class:`BackendOp` spans inside it, in nanoseconds on
+  the runtime's clock, and call :meth:`Profiler.merge_backend_runs
+  <edgecore.profiling.profiler.Profiler.merge_backend_runs>` (or :func:`runs_to_spans` here);
+* runtimes that report only per-layer durations (OpenVINO ``profiling_info``) lay them back to
+  back inside the window they timed with :func:`layout_sequential`, and add the spans with
+  :meth:`Profiler.add_events <edgecore.profiling.profiler.Profiler.add_events>`.
+
+The result is :class:`~edgecore.profiling.events.Span` rows (``time.perf_counter_ns()``) that nest
+inside the parent span of the run they belong to, so Perfetto draws queue -> batch -> kernel on one
+track. The cpu_simd plugin's ``edgecore_cpu_simd.ort_profile`` is the worked example.
 
 Alignment rules (each child span always ends up inside its parent window):
 
-* with a known time base, a run is converted exactly and paired with the window that overlaps it
-  most (among the windows on the run's own OS thread, when there are any); the offset between the clocks is then corrected by the median of the shifts that would put
-  each run inside its window (the clocks are read tens of µs apart on a busy machine), and a run
-  still outside is shifted by the least amount that puts it inside;
+* with a known clock offset, a run is converted exactly and paired with the window that overlaps it
+  most (among the windows on the run's own OS thread, when there are any); the offset is then
+  corrected by the median of the shifts that would put each run inside its window (the two clocks
+  are read tens of µs apart on a busy machine), and a run still outside is shifted by the least
+  amount that puts it inside;
 * without one, the newest runs are paired with the newest windows in order and each run is put at
-  the end of its window (measured with onnxruntime 1.32: the Python binding spends ~40 µs converting
-  inputs before ``model_run`` starts, and ~2 µs after it ends);
+  the end of its window (runtime bindings spend their conversion time before the run starts);
 * a run longer than its window is scaled down to fit (ratios between operators are kept).
 
 Pure functions; no state, no threads.
@@ -24,17 +32,14 @@ Pure functions; no state, no threads.
 from __future__ import annotations
 
 import bisect
-import json
 import logging
-import os
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
-from edgecore.profiling.profiler import Span
+from edgecore.profiling.events import Span
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OrtRun", "Window", "layout_sequential", "load_ort_profile", "ort_runs_to_spans", "read_json_lenient",
-           "split_ort_runs"]
+__all__ = ["BackendOp", "BackendRun", "Window", "layout_sequential", "runs_to_spans"]
 
 #: Parent args copied onto the child spans, so that a kernel can be traced back to its batch.
 _INHERITED_ARGS = ("batch_id", "batch_size", "backend", "model", "instance")
@@ -50,67 +55,28 @@ class Window(NamedTuple):
     args: Mapping[str, Any] | None = None
 
 
-class OrtRun(NamedTuple):
-    """One ``model_run`` of an onnxruntime profile and the kernels timed inside it (µs, ORT clock)."""
+class BackendOp(NamedTuple):
+    """One operator (kernel) timed by a runtime, in ns on the runtime's clock.
 
-    start_us: float
-    end_us: float
-    tid: int | None
-    nodes: tuple[Mapping[str, Any], ...]
+    ``args`` are extra span args (e.g. ``{"provider": "CPUExecutionProvider"}``); ``tid`` the OS
+    thread it ran on when the runtime says (None: the run's thread).
+    """
 
-
-def read_json_lenient(path: str | os.PathLike[str]) -> Any:
-    """Load JSON, accepting the Trace Event "JSON Array Format" left unterminated (``[{..},{..},``)."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        stripped = text.rstrip()
-        if stripped.startswith("[") and not stripped.endswith("]"):
-            return json.loads(stripped.rstrip(",") + "]")
-        raise
+    name: str
+    start_ns: float
+    end_ns: float
+    op_type: str = ""
+    tid: int | None = None
+    args: Mapping[str, Any] | None = None
 
 
-def load_ort_profile(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The event list of an onnxruntime profile file (``SessionOptions.enable_profiling``)."""
-    data = read_json_lenient(path)
-    if isinstance(data, dict):
-        data = data.get("traceEvents", [])
-    if not isinstance(data, list):
-        raise ValueError(f"{os.fspath(path)!r} is not an onnxruntime profile: expected a JSON list of events")
-    return data
+class BackendRun(NamedTuple):
+    """One run of a model by a runtime (ns on the runtime's clock) and the operators timed inside it."""
 
-
-def split_ort_runs(events: Iterable[Mapping[str, Any]]) -> list[OrtRun]:
-    """Group an onnxruntime profile's kernel events by the ``model_run`` they happened in."""
-    runs: list[Mapping[str, Any]] = []
-    nodes: list[Mapping[str, Any]] = []
-    for ev in events:
-        if not isinstance(ev, Mapping) or ev.get("ph", "X") != "X":
-            continue
-        cat, name = ev.get("cat"), ev.get("name", "")
-        if cat == "Session" and name == "model_run":
-            runs.append(ev)
-        elif cat == "Node" and name.endswith("_kernel_time"):
-            nodes.append(ev)
-    runs.sort(key=lambda e: float(e["ts"]))
-    starts = [float(r["ts"]) for r in runs]
-    grouped: list[list[Mapping[str, Any]]] = [[] for _ in runs]
-    for node in nodes:
-        ts = float(node["ts"])
-        i = bisect.bisect_right(starts, ts) - 1
-        if i >= 0 and ts <= starts[i] + float(runs[i].get("dur", 0)):
-            grouped[i].append(node)
-    return [
-        OrtRun(
-            start_us=float(r["ts"]),
-            end_us=float(r["ts"]) + float(r.get("dur", 0)),
-            tid=r.get("tid"),
-            nodes=tuple(sorted(g, key=lambda e: float(e["ts"]))),
-        )
-        for r, g in zip(runs, grouped)
-    ]
+    start_ns: float
+    end_ns: float
+    tid: int | None = None
+    ops: tuple[BackendOp, ...] = ()
 
 
 def _child_args(window: Window, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,85 +112,90 @@ def _fit(run_start: float, run_end: float, window: Window, *, at_end: bool) -> t
     return start, 1.0
 
 
-def ort_runs_to_spans(
-    runs: Sequence[OrtRun],
-    windows: Sequence[Window],
-    *,
-    perf_offset_ns: float | None = None,
-    backend: str | None = None,
-) -> list[Span]:
-    """Child spans (``model_run`` + one per kernel) of ``windows`` for onnxruntime ``runs``.
-
-    ``perf_offset_ns``: perf_counter ns of the profile's ``ts == 0``; None pairs runs and windows in
-    order (newest with newest), each run ending where its window ends. Runs that no window overlaps
-    are left out.
-    """
-    windows = sorted(windows, key=lambda w: w.start_ns)
-    pairs: list[tuple[OrtRun, Window]] = []
-    if perf_offset_ns is None:
+def _pair(runs: Sequence[BackendRun], windows: Sequence[Window], offset: float | None, runtime: str
+          ) -> tuple[list[tuple[BackendRun, Window]], float | None]:
+    """Runs paired with their parent windows, and the corrected clock offset."""
+    if offset is None:
         k = min(len(runs), len(windows))
         if len(runs) != len(windows):
-            logger.warning("pairing the last %d of %d onnxruntime runs with the last %d of %d parent spans",
-                           k, len(runs), k, len(windows))
-        if k:
-            pairs = list(zip(runs[len(runs) - k:], windows[len(windows) - k:]))
-    else:
-        # A run is paired only with parents on its own thread when there are any (onnxruntime's
-        # profile records OS thread ids, as edgecore does): concurrent instances stay apart.
-        by_tid: dict[Any, list[Window]] = {}
-        for w in windows:
-            by_tid.setdefault(w.tid, []).append(w)
-        starts_of = {tid: [w.start_ns for w in ws] for tid, ws in by_tid.items()}
-        all_starts = [w.start_ns for w in windows]
-        for run in runs:
-            r0 = perf_offset_ns + run.start_us * 1000.0
-            r1 = perf_offset_ns + run.end_us * 1000.0
-            best, best_overlap = None, 0.0
-            if run.tid is not None and run.tid in by_tid:
-                candidates, starts = by_tid[run.tid], starts_of[run.tid]
-            else:
-                candidates, starts = windows, all_starts
-            hi = bisect.bisect_right(starts, r1)
-            for w in candidates[max(0, hi - 8):hi]:  # parents do not nest; the last few starting before r1
-                overlap = min(r1, w.end_ns) - max(r0, w.start_ns)
-                if overlap > best_overlap or (best is None and overlap >= 0):
-                    best, best_overlap = w, overlap
-            if best is not None:
-                pairs.append((run, best))
-        # The two clocks are read at slightly different moments (tens of µs apart on a busy
-        # machine): correct the offset by the median shift that would put each run in its window.
-        shifts = sorted(_shift_into(perf_offset_ns + r.start_us * 1000.0, perf_offset_ns + r.end_us * 1000.0, w)
-                        for r, w in pairs)
-        if shifts:
-            perf_offset_ns += shifts[len(shifts) // 2]
+            logger.warning("pairing the last %d of %d %s runs with the last %d of %d parent spans",
+                           k, len(runs), runtime or "backend", k, len(windows))
+        return (list(zip(runs[len(runs) - k:], windows[len(windows) - k:])) if k else []), None
+    # A run is paired only with parents on its own thread when there are any (runtimes record OS
+    # thread ids, as edgecore does): concurrent instances stay apart.
+    by_tid: dict[Any, list[Window]] = {}
+    for w in windows:
+        by_tid.setdefault(w.tid, []).append(w)
+    starts_of = {tid: [w.start_ns for w in ws] for tid, ws in by_tid.items()}
+    all_starts = [w.start_ns for w in windows]
+    pairs = []
+    for run in runs:
+        r0, r1 = offset + run.start_ns, offset + run.end_ns
+        best, best_overlap = None, 0.0
+        if run.tid is not None and run.tid in by_tid:
+            candidates, starts = by_tid[run.tid], starts_of[run.tid]
+        else:
+            candidates, starts = windows, all_starts
+        hi = bisect.bisect_right(starts, r1)
+        for w in candidates[max(0, hi - 8):hi]:  # parents do not nest; the last few starting before r1
+            overlap = min(r1, w.end_ns) - max(r0, w.start_ns)
+            if overlap > best_overlap or (best is None and overlap >= 0):
+                best, best_overlap = w, overlap
+        if best is not None:
+            pairs.append((run, best))
+    # The two clocks are read at slightly different moments (tens of µs apart on a busy machine):
+    # correct the offset by the median shift that would put each run in its window.
+    shifts = sorted(_shift_into(offset + r.start_ns, offset + r.end_ns, w) for r, w in pairs)
+    if shifts:
+        offset += shifts[len(shifts) // 2]
+    return pairs, offset
 
+
+def runs_to_spans(
+    runs: Sequence[BackendRun],
+    windows: Sequence[Window],
+    *,
+    clock_offset_ns: float | None = None,
+    runtime: str = "",
+    backend: str | None = None,
+    run_name: str = "model_run",
+) -> list[Span]:
+    """Child spans of ``windows`` for a runtime's ``runs``: one ``run_name`` span (category
+    "backend") per run and one span per operator (category "op", args ``op_type`` and the op's own).
+
+    ``clock_offset_ns``: the perf_counter ns of the runtime clock's zero; None pairs runs and windows
+    in order (newest with newest), each run ending where its window ends. Runs that no window
+    overlaps are left out. ``runtime`` and ``backend`` go into the args of the spans.
+    """
+    windows = sorted(windows, key=lambda w: w.start_ns)
+    pairs, offset = _pair(runs, windows, clock_offset_ns, runtime)
+    run_args: dict[str, Any] = {"runtime": runtime} if runtime else {}
+    if backend is not None:
+        run_args["backend"] = backend
     spans: list[Span] = []
     for run, window in pairs:
-        base = 0.0 if perf_offset_ns is None else perf_offset_ns
-        r0 = base + run.start_us * 1000.0
-        r1 = base + run.end_us * 1000.0
-        start, scale = _fit(r0, r1, window, at_end=perf_offset_ns is None)
+        base = 0.0 if offset is None else offset
+        r0, r1 = base + run.start_ns, base + run.end_ns
+        start, scale = _fit(r0, r1, window, at_end=offset is None)
 
-        def place(ts_us: float, dur_us: float) -> tuple[int, int]:
-            s = start + (base + ts_us * 1000.0 - r0) * scale
-            e = s + dur_us * 1000.0 * scale
+        def place(t0: float, t1: float) -> tuple[int, int]:
+            s = start + (base + t0 - r0) * scale
+            e = s + max(t1 - t0, 0.0) * scale
             s = min(max(s, window.start_ns), window.end_ns)
             e = min(max(e, s), window.end_ns)
             return int(round(s)), int(round(e))
 
-        s, e = place(run.start_us, run.end_us - run.start_us)
-        extra = {"runtime": "onnxruntime"} if backend is None else {"runtime": "onnxruntime", "backend": backend}
-        spans.append(Span("model_run", s, e, "backend", window.request_id, _child_args(window, extra), window.tid))
-        for node in run.nodes:
-            args = node.get("args") or {}
-            s, e = place(float(node["ts"]), float(node.get("dur", 0)))
-            name = node["name"][: -len("_kernel_time")]
-            node_tid = node.get("tid")
-            tid = window.tid if node_tid is None or node_tid == run.tid else node_tid
-            child = {"op_type": args.get("op_name", name), "provider": args.get("provider", "")}
+        s, e = place(run.start_ns, run.end_ns)
+        spans.append(Span(run_name, s, e, "backend", window.request_id, _child_args(window, run_args), window.tid))
+        for op in run.ops:
+            s, e = place(op.start_ns, op.end_ns)
+            tid = window.tid if op.tid is None or op.tid == run.tid else op.tid
+            child: dict[str, Any] = {"op_type": op.op_type or op.name}
+            if op.args:
+                child.update(op.args)
             if backend is not None:
                 child["backend"] = backend
-            spans.append(Span(name, s, e, "op", window.request_id, _child_args(window, child), tid))
+            spans.append(Span(op.name, s, e, "op", window.request_id, _child_args(window, child), tid))
     return spans
 
 

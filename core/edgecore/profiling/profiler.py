@@ -32,12 +32,12 @@ import logging
 import os
 import threading
 import time
-import types
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
-import attrs
-
-from edgecore.errors import EdgecoreError
+from edgecore.errors import ConfigurationError, EdgecoreError
+from edgecore.profiling.events import STAGES, Event, EventSource, SessionData, Span, register_stage
+from edgecore.profiling.export import write_chrome_trace
+from edgecore.profiling.merge import BackendRun, Window, runs_to_spans
 
 logger = logging.getLogger(__name__)
 
@@ -58,32 +58,6 @@ __all__ = [
 
 #: Events a session keeps before the oldest are overwritten (about 150 bytes each while recorded).
 DEFAULT_CAPACITY = 1_000_000
-
-_STAGES: dict[str, str] = {
-    "inference_total": "request",
-    "queue_wait": "request",
-    "batch_assemble": "batch",
-    "backend_execute": "batch",
-    "output_split": "batch",
-    "model_load": "model",
-    "compile": "model",
-    "model_run": "backend",  # the runtime's own run, inside backend_execute
-}
-#: Stage names and the trace category each is exported under (``optimize/<pass>`` is "model",
-#: unknown names "user"); extended with :func:`register_stage`.
-STAGES: Mapping[str, str] = types.MappingProxyType(_STAGES)
-CATEGORIES = ("request", "batch", "model", "backend", "op", "custom", "user")
-
-
-def register_stage(name: str, category: str) -> None:
-    """Export events named ``name`` under ``category``; "backend" puts them in the viewer's backend
-    execution summary (e.g. a plugin's own ``openvino_infer`` span inside ``backend_execute``)."""
-    if category not in CATEGORIES:
-        raise ValueError(f"unknown trace category {category!r}; known: {list(CATEGORIES)}")
-    known = _STAGES.get(name)
-    if known is not None and known != category:
-        raise ValueError(f"stage {name!r} is already registered under category {known!r}")
-    _STAGES[name] = category
 
 _now = time.perf_counter_ns
 
@@ -112,56 +86,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class ProfilerSessionError(EdgecoreError, RuntimeError):
     """A session was started twice, stopped while none runs, or asked for under an unknown name."""
-
-
-class Span(NamedTuple):
-    """An event to merge into the active session (``Profiler.add_events``).
-
-    A NamedTuple rather than an attrs record: merged backend traces hold thousands of these and they
-    are stored as plain tuples. Times are ``time.perf_counter_ns()`` nanoseconds; ``tid`` is an OS
-    thread id (``threading.get_native_id()``, as runtimes report them) or a small int naming a track.
-    """
-
-    name: str
-    start_ns: int
-    end_ns: int
-    cat: str | None = None
-    request_id: Any = None
-    args: Mapping[str, Any] | None = None
-    tid: int | None = None
-
-
-# Stored event rows: (ph, name, cat, start_ns, end_ns, request_id, args, tid).
-# ph is "X" (complete), "i" (instant) or "C" (counter); cat None means "derive from the name".
-Event = tuple
-
-
-@attrs.frozen(kw_only=True)
-class EventSource:
-    """A named source of custom values (``register_event_source``); exported as a counter track."""
-
-    name: str
-    unit: str = ""
-    description: str = ""
-
-
-@attrs.frozen(kw_only=True)
-class SessionData:
-    """A stopped (or snapshotted) session: everything the exporter needs, immutable."""
-
-    name: str
-    events: tuple[Event, ...]
-    recorded: int
-    dropped: int
-    capacity: int
-    start_ns: int
-    end_ns: int
-    start_unix_ns: int
-    pid: int
-    #: OS thread id -> thread name.
-    threads: Mapping[int, str] = attrs.field(converter=dict, factory=dict)
-    sources: tuple[EventSource, ...] = ()
-    active: bool = False
 
 
 class _Session:
@@ -342,8 +266,6 @@ class Profiler:
 
     def export_session_as_json(self, name: str, path: str | os.PathLike[str]) -> os.PathLike[str] | str:
         """Write session ``name`` as Chrome Trace Event JSON (opens in Perfetto) and return the path."""
-        from edgecore.profiling.export import write_chrome_trace
-
         return write_chrome_trace(self.session(name), path)
 
     def _snapshot(self, session: _Session, *, active: bool) -> SessionData:
@@ -445,7 +367,7 @@ class Profiler:
         Registering the same name again returns the existing source.
         """
         if not name or not isinstance(name, str):
-            raise ValueError(f"event source name must be a non-empty string, got {name!r}")
+            raise ConfigurationError(f"event source name must be a non-empty string, got {name!r}")
         with self._lock:
             source = self._sources.get(name)
             if source is None:
@@ -493,44 +415,41 @@ class Profiler:
             out.append(ev)
         return out
 
-    def merge_backend_events(
+    def merge_backend_runs(
         self,
-        backend_events: Any,
+        runs: Sequence[BackendRun],
         *,
-        format: str = "onnxruntime",
         parent: str = "backend_execute",
         match: Mapping[str, Any] | None = None,
         time_base_unix_ns: int | None = None,
+        runtime: str = "",
         backend: str | None = None,
+        run_name: str = "model_run",
     ) -> int:
-        """Merge a runtime's own per-operator profile as child spans of the ``parent`` spans.
+        """Merge a runtime's own per-operator timings as child spans of the ``parent`` spans.
 
-        ``backend_events``: onnxruntime's profile (the JSON list, or a path to the file it wrote).
-        ``match`` picks the parent spans by their args (e.g. ``{"instance": 1}``).
-        ``time_base_unix_ns`` is the wall-clock time of the profile's ``ts == 0``
-        (``InferenceSession.get_profiling_start_time_ns()``); without it, runs are paired with
-        parent spans in order, newest last. Returns the number of events added.
+        ``runs``: :class:`~edgecore.profiling.merge.BackendRun` records (ns on the runtime's clock,
+        with their :class:`~edgecore.profiling.merge.BackendOp` spans), read by the backend plugin
+        from its runtime's profile -- core knows no runtime's format. ``match`` picks the parent
+        spans by their args (e.g. ``{"backend": "cpu_simd"}``). ``time_base_unix_ns`` is the
+        wall-clock time (``time.time_ns()`` scale) of the runtime clock's zero; without it, runs are
+        paired with parent spans in order, newest last. ``runtime``/``backend`` are written into the
+        spans' args. Returns the number of events added (0 when no session is active).
+        See :mod:`edgecore.profiling.merge` for the alignment rules.
         """
-        from edgecore.profiling import merge
-
         session = self._session
         if session is None:
             return 0
-        if format != "onnxruntime":
-            raise ValueError(f"unknown backend profile format {format!r}; known: ['onnxruntime']")
-        if isinstance(backend_events, (str, os.PathLike)):
-            backend_events = merge.load_ort_profile(backend_events)
         windows = [
-            merge.Window(start_ns=ev[3], end_ns=ev[4], tid=ev[7], request_id=ev[5], args=ev[6])
+            Window(start_ns=ev[3], end_ns=ev[4], tid=ev[7], request_id=ev[5], args=ev[6])
             for ev in self.spans(parent, match)
         ]
         offset = None
         if time_base_unix_ns is not None:
             # perf_counter_ns = unix_ns - (session unix start - session perf start)
             offset = time_base_unix_ns - (session.start_unix_ns - session.start_ns)
-        spans = merge.ort_runs_to_spans(
-            merge.split_ort_runs(backend_events), windows, perf_offset_ns=offset, backend=backend
-        )
+        spans = runs_to_spans(runs, windows, clock_offset_ns=offset, runtime=runtime, backend=backend,
+                              run_name=run_name)
         return self.add_events(spans)
 
     def add_flush_hook(self, hook: Callable[[Profiler], None]) -> None:
@@ -558,7 +477,7 @@ def _copy(events: collections.deque) -> tuple[Event, ...]:
 
 def _check_capacity(capacity: int) -> int:
     if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
-        raise ValueError(f"profiler capacity must be a positive int (events), got {capacity!r}")
+        raise ConfigurationError(f"profiler capacity must be a positive int (events), got {capacity!r}")
     return capacity
 
 

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import attrs
 
-from edgecore.profiling.merge import read_json_lenient
+from edgecore.profiling.export import read_json_lenient
 
 __all__ = [
     "BackendStats",

@@ -352,7 +352,9 @@ class OrtCompiledModel(CompiledModel):
         if not path:  # ended already (end_profiling() called by hand)
             return
         try:
-            added = profiler.merge_backend_events(path, match=match, time_base_unix_ns=time_base, backend=self.backend)
+            from edgecore_cpu_simd.ort_profile import merge_ort_profile  # ORT's format is read here, not in core
+
+            added = merge_ort_profile(profiler, path, match=match, time_base_unix_ns=time_base, backend=self.backend)
             logger.debug("cpu_simd: merged %d onnxruntime profile events from %s", added, path)
         finally:
             _remove(path)
