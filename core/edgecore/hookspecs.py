@@ -21,7 +21,7 @@ and register the module in your distribution's ``pyproject.toml``::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import pluggy
 
@@ -108,3 +108,16 @@ def edgecore_engine_started(engine: Engine) -> None:
 @hookspec
 def edgecore_engine_closed(engine: Engine) -> None:
     """Called once when an engine closes, after its last request was answered."""
+
+
+# -------------------------------------------------------------------------------------------------
+# Command line: subcommands from other distributions (``edgecore serve`` from edgecore-serve).
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def edgecore_cli_commands(subparsers: Any) -> None:
+    """Add subcommands to the ``edgecore`` CLI: call ``subparsers.add_parser(...)`` and set
+    ``func(args) -> int`` as a default. Every implementation is called; results are ignored.
+    Import heavy modules inside ``func``, not here: ``edgecore --help`` calls this hook.
+    """

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMANDS:
         importlib.import_module(module_name).register(subparsers)
+    from edgecore.plugins import get_plugin_manager
+
+    get_plugin_manager().hook.edgecore_cli_commands(subparsers=subparsers)  # e.g. serve, from edgecore-serve
     return parser
 
 
