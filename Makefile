@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 # Every distribution in the repo, installed editable into one venv.
-DISTS := . plugins/cpu_simd $(wildcard plugins/openvino_npu) contrib/reference_backend $(wildcard contrib/serving)
+DISTS := . plugins/cpu_simd $(wildcard plugins/openvino_npu) contrib/reference_backend $(wildcard contrib/serve)
 
 .PHONY: setup bench test clean
 
