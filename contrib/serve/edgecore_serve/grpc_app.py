@@ -190,6 +190,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         started = _now()
+        self.service.check_model(request.model_name, request.model_version)
         try:
             decoded = decode_infer_request(request, self.service.limits)
         except Exception:

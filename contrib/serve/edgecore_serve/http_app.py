@@ -135,6 +135,7 @@ def build_app(service: InferenceService, *, token: str | None = None, metrics: S
         started = _now()
         name, version = params(request)
         try:
+            service.check_model(name, version)
             body = await _read_body(request, limits.max_body_bytes)
             body = decompress(body, request.headers.get("content-encoding"), limits.max_body_bytes)
             header_length = parse_header_length(request.headers.get(HEADER_LENGTH), len(body))

@@ -122,6 +122,10 @@ class InferenceService:
 
     # -- inference -----------------------------------------------------------------------------
 
+    def check_model(self, name: str, version: str = "") -> None:
+        """:class:`NotFound` for an unknown model or version (checked before a body is decoded)."""
+        self.repository.find(name, version)
+
     def count_failure(self, name: str, version: str, started_ns: int) -> None:
         """Count a request that failed before :meth:`infer` (say, its body did not decode)."""
         try:

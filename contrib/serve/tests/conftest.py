@@ -108,7 +108,8 @@ class ServerProcess:
         raise RuntimeError(f"the server was not ready within {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = STOP_S) -> int:
