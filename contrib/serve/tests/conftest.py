@@ -164,3 +164,20 @@ def reference_server(models: dict[str, Path], tmp_path_factory: pytest.TempPathF
     finally:
         rc = process.stop()
     assert rc == 0, process.log()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path):
+    """A factory: ``start_server(args, env=None)`` starts a server and waits until it is ready; any
+    still running at the end of the test is killed."""
+    started: list[ServerProcess] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None) -> ServerProcess:
+        process = ServerProcess(args, tmp_path / f"server{len(started)}.log", env)
+        started.append(process)
+        process.wait_ready()
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
