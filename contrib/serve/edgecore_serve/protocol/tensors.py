@@ -205,8 +205,9 @@ def raw_bytes(array: np.ndarray, datatype: str) -> bytes | memoryview:
     dtype = numpy_dtype(datatype)
     if array.dtype != dtype:
         array = array.astype(dtype)
-    array = np.ascontiguousarray(array)
-    return memoryview(array).cast("B") if array.size else b""
+    if not array.size:
+        return b""
+    return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
 # -- JSON and typed values ------------------------------------------------------------------------
@@ -242,6 +243,8 @@ def array_from_values(values: Sequence[Any], datatype: str, shape: tuple[int, ..
         array = np.asarray(values)
     except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequest(f"input {name!r}: data is not a flat list of {_KINDS[dtype.kind]}: {exc}") from None
+    if dtype.kind in "iu" and array.dtype.kind not in "iub" and all(type(v) is int for v in values):
+        array = _big_integers(values, dtype, datatype, name)  # past int64: numpy made floats or objects
     if count and not _fits(array.dtype.kind, dtype.kind):
         raise BadRequest(
             f"input {name!r}: {datatype} data must be {_KINDS[dtype.kind]}, got {_describe(values)}"
@@ -252,6 +255,14 @@ def array_from_values(values: Sequence[Any], datatype: str, shape: tuple[int, ..
         if low < info.min or high > info.max:
             raise BadRequest(f"input {name!r}: values {low}..{high} do not fit {datatype} ({info.min}..{info.max})")
     return array.astype(dtype, copy=False).reshape(shape)
+
+
+def _big_integers(values: Sequence[int], dtype: np.dtype, datatype: str, name: str) -> np.ndarray:
+    info = np.iinfo(dtype)
+    low, high = min(values), max(values)
+    if low < info.min or high > info.max:
+        raise BadRequest(f"input {name!r}: values {low}..{high} do not fit {datatype} ({info.min}..{info.max})")
+    return np.array(values, dtype=dtype)
 
 
 def _fits(got: str, wanted: str) -> bool:
