@@ -1,10 +1,19 @@
 """The model as edgecore holds it: an ``onnx_ir`` model, validated, with specs and a fingerprint.
 
 ``Graph.load`` accepts a path, bytes or an ``onnx.ModelProto`` (names such as ``"zoo:NAME"`` are
-resolved a layer up, through the plugin manager: :func:`edgecore.selection.resolve_model`). It refuses, with
-:class:`~edgecore.errors.ModelLoadError`, anything that is not a valid ONNX model, and any external
-data that points outside the model's own folder (absolute paths, ``..`` escapes, symlinks) before a
-single byte of it is read.
+resolved a layer up, through the plugin manager: :func:`edgecore.selection.resolve_model`). It
+refuses, with :class:`~edgecore.errors.ModelLoadError` naming the file and the tensor or value at
+fault, anything the runtimes would refuse: a file that is not an ONNX model, a graph that fails
+``onnx.checker`` or has no outputs, external data that points outside the model's own folder
+(absolute paths, ``..`` escapes, symlinks) or is described wrongly (a NUL byte in its path, an
+offset or length that is not a non-negative number or runs past the end of its file). It is no
+stricter than the runtimes: inputs and outputs without a shape are accepted (their
+:class:`~edgecore.tensor.TensorSpec` has ``shape=None``, any rank), as ONNX Runtime runs them.
+
+:class:`LoadLimits` bound what loading may read and allocate (file size, external data, elements a
+tensor claims); they are checked before anything is read or allocated, so a hostile file costs a
+``stat`` and a parse, never memory. Defaults come from the environment (``EDGECORE_MAX_MODEL_BYTES``,
+``EDGECORE_MAX_EXTERNAL_DATA_BYTES``, ``EDGECORE_MAX_TENSOR_ELEMENTS``).
 
 A Graph is treated as immutable once built: optimization passes work on a copy (``graph.copy()``)
 and wrap the result in a new Graph, so the serialized bytes and fingerprint are computed once.
@@ -15,43 +24,112 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import os
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Mapping, Union
 
+import attrs
 import numpy as np
 import onnx
-import onnx.external_data_helper
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from edgecore.errors import ModelLoadError
+from edgecore.errors import ConfigurationError, ModelLoadError
 from edgecore.tensor import DataType, Dim, TensorSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Graph", "ModelSource"]
+__all__ = ["Graph", "LoadLimits", "ModelSource"]
 
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto, "Graph"]
 
+_PROTOBUF_LIMIT = 2 << 30  # protobuf cannot parse a message of 2 GiB or more
 
-def _dims(shape: ir.Shape | None) -> tuple[Dim, ...]:
+
+# -- limits ----------------------------------------------------------------------------------------
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+        raise ConfigurationError(f"LoadLimits.{attribute.name} must be a positive whole number, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class LoadLimits:
+    """Bounds on what :meth:`Graph.load` reads and allocates, checked before it does.
+
+    ``max_model_bytes``: the ``.onnx`` file (or bytes) itself; protobuf cannot parse 2 GiB or more.
+    ``max_external_data_bytes``: external data of all tensors together (None: the machine's memory).
+    ``max_tensor_elements``: elements any one tensor (initializer, constant) may claim by its dims.
+    """
+
+    max_model_bytes: int = attrs.field(default=_PROTOBUF_LIMIT, validator=_positive)
+    max_external_data_bytes: int | None = attrs.field(default=None, validator=_positive)
+    max_tensor_elements: int = attrs.field(default=1 << 32, validator=_positive)
+
+    #: field -> environment variable that overrides its default
+    ENV = {
+        "max_model_bytes": "EDGECORE_MAX_MODEL_BYTES",
+        "max_external_data_bytes": "EDGECORE_MAX_EXTERNAL_DATA_BYTES",
+        "max_tensor_elements": "EDGECORE_MAX_TENSOR_ELEMENTS",
+    }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LoadLimits:
+        """The defaults, overridden by ``EDGECORE_MAX_*`` variables that are set (whole numbers)."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for field, variable in cls.ENV.items():
+            raw = environ.get(variable, "").strip().replace("_", "")
+            if not raw:
+                continue
+            if not raw.isdigit():
+                raise ConfigurationError(f"{variable} must be a positive whole number of bytes/elements, got {raw!r}")
+            values[field] = int(raw)
+        return cls(**values)
+
+    def external_data_bytes(self) -> int:
+        if self.max_external_data_bytes is not None:
+            return self.max_external_data_bytes
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+
+
+def _over(what: str, size: int, limit: int, field: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"{what} is {size:,} bytes, over the limit of {limit:,} (LoadLimits.{field}, "
+        f"environment {LoadLimits.ENV[field]})"
+    )
+
+
+# -- specs -----------------------------------------------------------------------------------------
+
+
+def _dims(shape: ir.Shape | None) -> tuple[Dim, ...] | None:
+    """The dims of ``shape`` (None: no shape recorded, any rank). ``-1`` and ``""`` become None in
+    :class:`TensorSpec`."""
     if shape is None:
-        return ()
-    dims: list[Dim] = []
-    for dim in shape:
-        if isinstance(dim, int):
-            dims.append(dim)
-        else:
-            dims.append(dim.value)  # SymbolicDim: a name or None
-    return tuple(dims)
+        return None
+    return tuple(dim if isinstance(dim, int) else dim.value for dim in shape)  # SymbolicDim: name or None
 
 
-def _spec(value: ir.Value) -> TensorSpec:
+def _spec(value: ir.Value, role: str) -> TensorSpec:
     elem = value.dtype
-    if elem is None:
-        raise ModelLoadError(f"model input/output {value.name!r} has no tensor element type")
-    return TensorSpec(name=value.name or "", dtype=DataType.from_onnx(int(elem)), shape=_dims(value.shape))
+    if elem is None or (value.type is not None and not isinstance(value.type, ir.TensorType)):
+        kind = value.type if value.type is not None else "no type"
+        raise ModelLoadError(
+            f"model {role} {value.name!r} is not a tensor ({kind}); edgecore takes and returns tensors only"
+        )
+    try:
+        dtype = DataType.from_onnx(int(elem))
+    except Exception as exc:
+        raise ModelLoadError(f"model {role} {value.name!r}: {exc}") from exc
+    return TensorSpec(name=value.name or "", dtype=dtype, shape=_dims(value.shape))
+
+
+# -- tensors, their claimed sizes and external data ------------------------------------------------
 
 
 def _tensors_of(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -60,39 +138,139 @@ def _tensors_of(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
     for sparse in graph.sparse_initializer:
         yield sparse.values
         yield sparse.indices
-    for node in graph.node:
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes: Any) -> Iterator[onnx.TensorProto]:
+    for node in nodes:
         for attr in node.attribute:
             if attr.HasField("t"):
                 yield attr.t
             yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                yield attr.sparse_tensor.values
+                yield attr.sparse_tensor.indices
             if attr.HasField("g"):
                 yield from _tensors_of(attr.g)
             for sub in attr.graphs:
                 yield from _tensors_of(sub)
 
 
-def _check_external_data(model: onnx.ModelProto, base_dir: Path | None, source: str) -> bool:
-    """Refuse external data outside ``base_dir``; return whether the model has any."""
-    found = False
-    root = base_dir.resolve() if base_dir is not None else None
-    for tensor in _tensors_of(model.graph):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        found = True
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        where = f"tensor {tensor.name!r} of {source} refers to external data {location!r}"
-        if root is None:
-            raise ModelLoadError(f"{where}, but the model was not loaded from a file; load it by path")
-        if not location or os.path.isabs(location) or Path(location).drive:
-            raise ModelLoadError(f"{where}: external data must be a relative path inside {root}")
-        if ".." in Path(os.path.normpath(location)).parts or ".." in Path(location).parts:
-            raise ModelLoadError(f"{where}: '..' escapes the model folder {root}")
+def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    yield from _tensors_of(model.graph)
+    for function in model.functions:
+        yield from _node_tensors(function.node)
+
+
+def _nbytes(tensor: onnx.TensorProto, elements: int) -> int | None:
+    """Bytes ``elements`` of ``tensor``'s type take in raw form (None: not a fixed-size type)."""
+    try:
+        dtype = DataType(tensor.data_type)
+    except ValueError:
+        return None
+    if dtype in (DataType.UINT4, DataType.INT4, DataType.FLOAT4E2M1):
+        return (elements + 1) // 2
+    if dtype == DataType.STRING:
+        return None
+    return elements * dtype.numpy.itemsize
+
+
+def _check_tensor_sizes(model: onnx.ModelProto, source: str, limits: LoadLimits) -> None:
+    """Refuse tensors whose dims are negative or claim more than ``max_tensor_elements``."""
+    for tensor in _all_tensors(model):
+        dims = list(tensor.dims)
+        if any(d < 0 for d in dims):
+            raise ModelLoadError(f"tensor {tensor.name!r} of {source} has negative dims {dims}")
+        elements = math.prod(dims)
+        if elements > limits.max_tensor_elements:
+            raise ModelLoadError(
+                f"tensor {tensor.name!r} of {source} claims {elements:,} elements (dims {dims}), over the "
+                f"limit of {limits.max_tensor_elements:,} (LoadLimits.max_tensor_elements, environment "
+                f"{LoadLimits.ENV['max_tensor_elements']})"
+            )
+
+
+def _entry_int(tensor: onnx.TensorProto, where: str, key: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
+        raise ModelLoadError(f"{where}: external data {key} must be a non-negative whole number, got {value[:40]!r}")
+    return int(value)
+
+
+@attrs.frozen
+class _External:
+    tensor: onnx.TensorProto
+    target: Path
+    offset: int
+    length: int
+
+
+def _external_entry(tensor: onnx.TensorProto, root: Path | None, source: str) -> _External:
+    """Where ``tensor``'s external data lies, checked: inside ``root``, within its file, as long as
+    its dims say."""
+    entries = {e.key: e.value for e in tensor.external_data}
+    location = entries.get("location", "")
+    where = f"tensor {tensor.name!r} of {source} refers to external data {location[:200]!r}"
+    if root is None:
+        raise ModelLoadError(f"{where}, but the model was not loaded from a file; load it by path")
+    if "\0" in location:
+        raise ModelLoadError(f"{where}: the location holds a NUL byte")
+    offset = _entry_int(tensor, where, "offset", entries.get("offset")) or 0
+    length = _entry_int(tensor, where, "length", entries.get("length"))
+    if not location or os.path.isabs(location) or Path(location).drive:
+        raise ModelLoadError(f"{where}: external data must be a relative path inside {root}")
+    if ".." in Path(os.path.normpath(location)).parts or ".." in Path(location).parts:
+        raise ModelLoadError(f"{where}: '..' escapes the model folder {root}")
+    try:
         target = (root / location).resolve()
         if not target.is_relative_to(root):
             raise ModelLoadError(f"{where}: it resolves to {target}, outside the model folder {root}")
         if not target.is_file():
             raise ModelLoadError(f"{where}: no such file {target}")
-    return found
+        size = target.stat().st_size
+    except (OSError, RuntimeError, ValueError) as exc:  # too long a name, a symlink loop, ...
+        raise ModelLoadError(f"{where}: cannot read it: {exc}") from exc
+    if length is None:
+        length = max(size - offset, 0)
+    if offset + length > size:
+        raise ModelLoadError(
+            f"{where}: offset {offset:,} + length {length:,} runs past the end of {target} ({size:,} bytes)"
+        )
+    expected = _nbytes(tensor, math.prod(tensor.dims))
+    if expected is not None and length < expected:
+        raise ModelLoadError(
+            f"{where}: length {length:,} is too small for dims {list(tensor.dims)} "
+            f"({expected:,} bytes of {onnx.TensorProto.DataType.Name(tensor.data_type)})"
+        )
+    return _External(tensor, target, offset, length)
+
+
+def _load_external_data(model: onnx.ModelProto, base_dir: Path | None, source: str, limits: LoadLimits) -> None:
+    """Check every external data entry (all of them, before reading any), then read them in."""
+    root = base_dir.resolve() if base_dir is not None else None
+    entries = [
+        _external_entry(tensor, root, source)
+        for tensor in _all_tensors(model)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+    ]
+    if not entries:
+        return
+    total, limit = sum(e.length for e in entries), limits.external_data_bytes()
+    if total > limit:
+        raise _over(f"the external data of {source}", total, limit, "max_external_data_bytes")
+    for entry in entries:
+        with open(entry.target, "rb") as file:
+            file.seek(entry.offset)
+            data = file.read(entry.length)
+        if len(data) != entry.length:
+            raise ModelLoadError(f"tensor {entry.tensor.name!r} of {source}: {entry.target} changed while read")
+        entry.tensor.raw_data = data
+        entry.tensor.data_location = onnx.TensorProto.DEFAULT
+        del entry.tensor.external_data[:]
+
+
+# -- parsing and validation ------------------------------------------------------------------------
 
 
 def _parse(data: bytes, source: str) -> onnx.ModelProto:
@@ -107,6 +285,38 @@ def _parse(data: bytes, source: str) -> onnx.ModelProto:
     return model
 
 
+def _shapeless(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Main-graph tensor values whose type records no shape (any rank)."""
+    graph = model.graph
+    return [
+        value
+        for value in (*graph.input, *graph.output, *graph.value_info)
+        if value.type.HasField("tensor_type") and not value.type.tensor_type.HasField("shape")
+    ]
+
+
+def _validate(proto: onnx.ModelProto, source: str) -> None:
+    """``onnx.checker`` with full shape inference, except that a missing shape on a main-graph input
+    or output is allowed (the checker requires one; ONNX Runtime and OpenVINO read it as any rank)."""
+    errors = (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError)
+    try:
+        shapeless = _shapeless(proto)
+        if not shapeless:
+            onnx.checker.check_model(proto, full_check=True)
+            return
+        # Structure on a copy whose shapeless values carry a placeholder shape, then the full
+        # check's strict shape inference on the model as it is (where no shape means any rank).
+        patched = onnx.ModelProto()
+        patched.CopyFrom(proto)
+        for value in _shapeless(patched):
+            value.type.tensor_type.shape.SetInParent()
+        onnx.checker.check_model(patched, full_check=False)
+        del patched
+        onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    except errors as exc:
+        raise ModelLoadError(f"{source} failed ONNX validation: {exc}") from exc
+
+
 class Graph:
     """A validated ONNX model held as ``onnx_ir``, with input/output specs and a fingerprint."""
 
@@ -115,47 +325,64 @@ class Graph:
         self.source = source
         graph_inputs = {v.name for v in model.graph.initializers.values()}
         self.inputs: tuple[TensorSpec, ...] = tuple(
-            _spec(v) for v in model.graph.inputs if v.name not in graph_inputs
+            _spec(v, "input") for v in model.graph.inputs if v.name not in graph_inputs
         )
-        self.outputs: tuple[TensorSpec, ...] = tuple(_spec(v) for v in model.graph.outputs)
+        self.outputs: tuple[TensorSpec, ...] = tuple(_spec(v, "output") for v in model.graph.outputs)
+        if not self.outputs:
+            raise ModelLoadError(f"{source} has no outputs: a model must produce at least one output to be run")
 
     # -- construction ------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, source: ModelSource, *, check: bool = True) -> Graph:
-        """Load, validate and shape-infer a model; raise :class:`ModelLoadError` with the reason."""
+    def load(cls, source: ModelSource, *, check: bool = True, limits: LoadLimits | None = None) -> Graph:
+        """Load, validate and shape-infer a model; raise :class:`ModelLoadError` with the reason.
+
+        ``limits`` bound what is read and allocated (default: :meth:`LoadLimits.from_env`); they
+        hold with ``check=False`` too, which skips ``onnx.checker`` only.
+        """
         if isinstance(source, Graph):
             return source
+        limits = LoadLimits.from_env() if limits is None else limits
         base_dir: Path | None = None
         if isinstance(source, onnx.ModelProto):
             name, proto = "<ModelProto>", source
+            size = proto.ByteSize()
+            if size > limits.max_model_bytes:
+                raise _over(f"the model {name}", size, limits.max_model_bytes, "max_model_bytes")
         elif isinstance(source, (bytes, bytearray, memoryview)):
-            name, proto = "<bytes>", _parse(bytes(source), "the given bytes")
+            name = "the given bytes"
+            if len(source) > limits.max_model_bytes:
+                raise _over(name, len(source), limits.max_model_bytes, "max_model_bytes")
+            name, proto = "<bytes>", _parse(bytes(source), name)
         elif isinstance(source, (str, os.PathLike)):
             path = Path(source)
             name, base_dir = str(path), path.parent
-            if not path.exists():
-                raise ModelLoadError(f"model file {path} does not exist")
-            if not path.is_file():
-                raise ModelLoadError(f"model path {path} is not a file")
-            proto = _parse(path.read_bytes(), f"model file {path}")
+            try:
+                if not path.exists():
+                    raise ModelLoadError(f"model file {path} does not exist")
+                if not path.is_file():
+                    raise ModelLoadError(f"model path {path} is not a file")
+                size = path.stat().st_size
+                if size > limits.max_model_bytes:
+                    raise _over(f"model file {path}", size, limits.max_model_bytes, "max_model_bytes")
+                data = path.read_bytes()
+            except (OSError, ValueError) as exc:  # unreadable, a NUL in the path, ...
+                raise ModelLoadError(f"cannot read model file {str(path)[:200]!r}: {exc}") from exc
+            proto = _parse(data, f"model file {path}")
+            del data
         else:
             raise ModelLoadError(
                 f"cannot load a model from {type(source).__name__}: give a path, bytes, an "
                 f"onnx.ModelProto or a Graph (model names such as 'zoo:NAME' are resolved by Engine.load)"
             )
-        if _check_external_data(proto, base_dir, name):
-            proto = onnx.ModelProto.FromString(proto.SerializeToString())  # leave the caller's proto alone
-            onnx.external_data_helper.load_external_data_for_model(proto, str(base_dir))
+        _check_tensor_sizes(proto, name, limits)
+        _load_external_data(proto, base_dir, name, limits)  # only a path's own proto is filled in
         return cls.from_proto(proto, source=name, check=check)
 
     @classmethod
     def from_proto(cls, proto: onnx.ModelProto, *, source: str = "<ModelProto>", check: bool = True) -> Graph:
         if check:
-            try:
-                onnx.checker.check_model(proto, full_check=True)
-            except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as exc:
-                raise ModelLoadError(f"{source} failed ONNX validation: {exc}") from exc
+            _validate(proto, source)
         try:
             inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
         except Exception as exc:  # shape inference is a help, not a requirement
@@ -166,7 +393,6 @@ class Graph:
         except Exception as exc:
             raise ModelLoadError(f"{source} could not be read into onnx_ir: {exc}") from exc
         return cls(model, source=source)
-
     def copy(self) -> ir.Model:
         """A deep copy of the ``onnx_ir`` model, for passes to change."""
         return ir.from_proto(self.to_proto())
