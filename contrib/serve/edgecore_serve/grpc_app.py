@@ -165,7 +165,7 @@ class _Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelStatistics(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
             doc = self.service.statistics(request.name, request.version)
-            return json_format.ParseDict(doc, pb.ModelStatisticsResponse())
+            return json_format.ParseDict(doc, pb.ModelStatisticsResponse(), ignore_unknown_fields=True)
         return await self._answer("ModelStatistics", context, work)
 
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:

@@ -12,13 +12,15 @@ Repository layout (``--model-repository DIR``), as Triton's where it can be:
 A request without a version gets the highest version. Memory per model is measured, not guessed:
 the process's RSS growth while it loads (loads run one at a time so that the readings do not mix).
 Under ``memory_budget`` a load that would take the models' sum past the budget first unloads the
-least recently used models that have no request in flight; if that cannot make room, the request
-is answered 503 with Retry-After.
+least recently used models (idle ones first; a busy one answers its accepted requests before it
+closes); a model larger than the whole budget (its last measured size, or before its first load its
+file's size) runs alone, with a warning: serving it beats refusing it, and the first load's reading
+includes the runtime's own start-up memory, so a refusal could be wrong.
 
 Concurrency: every attribute here is read and written on the event loop's thread only (HTTP and
 gRPC share one loop). Loading and closing an engine run in worker threads (``asyncio.to_thread``),
 one at a time under ``_load_lock``; a model's ``in_flight`` count keeps it from being evicted while
-requests use it.
+requests use it, and it is preferred as an eviction victim only when no idle model is left.
 """
 
 from __future__ import annotations
@@ -278,30 +280,27 @@ class ModelRepository:
         return engine, _rss() - before
 
     async def _make_room(self, entry: ModelVersion, needed: int, *, strict: bool = True) -> None:
-        """Evict least recently used idle models until ``needed`` more bytes fit the budget."""
+        """Unload least recently used models (idle ones first) until ``needed`` more bytes fit the
+        budget. Evicting a busy model is safe: every request that acquired it has already been
+        submitted (no await lies between), and closing the engine answers them first."""
+        if strict and needed > self.memory_budget:
+            logger.warning(
+                "model %s needs about %.1f MiB, more than the whole memory budget of %.1f MiB: it runs alone",
+                entry.name, needed / 2**20, self.memory_budget / 2**20,
+            )
         while self.used_bytes + needed > self.memory_budget:
-            idle = [v for v in self.all_versions() if v.engine is not None and v.in_flight == 0 and v is not entry]
-            if not idle:
-                others = self.used_bytes - (entry.memory_bytes if entry.engine is not None else 0)
-                if not strict or others == 0:
-                    return  # nothing (more) to evict: the model runs alone, whatever its size
-                raise Unavailable(
-                    f"model {entry.name!r} needs about {needed / 2**20:.0f} MiB and the memory budget of "
-                    f"{self.memory_budget / 2**20:.0f} MiB is held by models with requests in flight",
-                    retry_after_s=1.0,
-                )
-            victim = min(idle, key=lambda v: v.last_used)
-            await self._unload(victim, kind="evict", locked=True)
+            loaded = [v for v in self.all_versions() if v.engine is not None and v is not entry]
+            if not loaded:
+                return  # the model runs alone, whatever its measured size
+            victim = min(loaded, key=lambda v: (v.in_flight > 0, v.last_used))
+            await self._unload(victim, kind="evict")
 
-    async def _unload(self, entry: ModelVersion, *, kind: str, locked: bool = False) -> None:
+    async def _unload(self, entry: ModelVersion, *, kind: str) -> None:
         engine = entry.engine
         if engine is None:
             return
         entry.engine, entry.state = None, UNLOADING
-        # requests already holding the engine finish: close drains the accepted ones
-        while entry.in_flight and kind == "evict":
-            await asyncio.sleep(0.001)
-        await asyncio.to_thread(engine.close)
+        await asyncio.to_thread(engine.close)  # answers the requests it accepted first
         entry.state = UNAVAILABLE
         entry.reason = "unloaded" if kind == "unload" else "evicted to stay within the memory budget"
         if kind == "evict":

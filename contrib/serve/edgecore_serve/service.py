@@ -95,14 +95,18 @@ class InferenceService:
         stats = []
         for entry in entries:
             engine = entry.engine
-            stats.append(model_statistics(
+            doc = model_statistics(
                 name=entry.name,
                 version=entry.version,
                 stats=engine.stats() if engine is not None else None,
                 success=tuple(entry.success),
                 fail=tuple(entry.fail),
                 last_inference_ms=entry.last_inference_ms,
-            ))
+            )
+            if engine is not None:
+                doc["memory_usage"] = [{"type": "CPU", "id": 0, "byte_size": entry.memory_bytes}]
+            doc["load_count"], doc["eviction_count"] = entry.loads, entry.evictions  # edgecore's own keys
+            stats.append(doc)
         return {"model_stats": stats}
 
     def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
