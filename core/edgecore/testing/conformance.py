@@ -10,7 +10,12 @@ Subclass :class:`BackendConformance` in a test module of your plugin and name th
 
 Every check compares against ``onnx.reference`` or a direct run on the same inputs. A check listed in
 ``known_gaps`` is marked xfail with its reason, strictly: when the gap closes the suite says so.
-Nothing is skipped silently.
+Nothing is skipped silently, and a ``known_gaps`` key that names no test of the suite fails
+``test_known_gaps_name_tests`` with the list of valid ids.
+
+Covered: numerics per operator, dynamic batch, ``-1`` dims, outputs whose shape only the run
+knows (TopK with K as an input, NonZero), ``out`` buffers (filled in place; bad ones refused with
+:class:`~edgecore.errors.InvalidInputError`), bad inputs, unsupported operators, ``close()``, threads.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from onnx.reference import ReferenceEvaluator
 from edgecore.backend import backend_for
 from edgecore.config import EngineConfig
 from edgecore.engine import Engine
-from edgecore.errors import InvalidInputError, UnsupportedOperatorError
-from edgecore.testing.graphs import OP_CASES, OpCase, make_model
+from edgecore.errors import EngineClosedError, InvalidInputError, UnsupportedOperatorError
+from edgecore.testing.graphs import OP_CASES, OpCase, make_model, nonzero_model, topk_model, unknown_dims_model
 
 __all__ = ["BackendConformance", "reference_outputs"]
 
@@ -37,6 +42,11 @@ def reference_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> d
     """Outputs of ``onnx.reference`` for ``model`` on ``feeds``, by output name."""
     names = [o.name for o in model.graph.output]
     return dict(zip(names, ReferenceEvaluator(model).run(None, feeds)))
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
 
 
 class BackendConformance:
@@ -66,6 +76,17 @@ class BackendConformance:
         assert set(actual) == set(expected), f"outputs {sorted(actual)} != expected {sorted(expected)}"
         for name, want in expected.items():
             np.testing.assert_allclose(actual[name], want, rtol=self.rtol, atol=self.atol, err_msg=f"output {name!r}")
+
+    # -- the suite itself --------------------------------------------------------------------------
+
+    def test_known_gaps_name_tests(self, request: pytest.FixtureRequest) -> None:
+        """Every ``known_gaps`` key is the id of a test of this suite (a misspelt one would hide
+        nothing and check nothing)."""
+        valid = sorted({item.name for item in request.node.parent.collect() if isinstance(item, pytest.Item)})
+        unknown = sorted(set(self.known_gaps) - set(valid))
+        assert not unknown, (
+            f"{type(self).__name__}.known_gaps names no test of the suite: {unknown}; valid test ids: {valid}"
+        )
 
     # -- the backend itself ------------------------------------------------------------------------
 
@@ -111,6 +132,87 @@ class BackendConformance:
                 engine.run(op.feeds(seed=seed))
             self.assert_close(first, kept)
 
+    # -- shapes: -1 dims, outputs whose shape only the run knows -----------------------------------
+
+    @pytest.mark.parametrize("shape", [(1, 4, 1), (3, 4, 7)])
+    def test_minus_one_dims_take_any_size(self, shape: tuple[int, ...]) -> None:
+        model = unknown_dims_model()
+        feeds = {"x": np.random.default_rng(5).standard_normal(shape).astype(np.float32)}
+        with self.make_engine(model) as engine:
+            assert engine.inputs[0].shape == (None, 4, None)
+            self.assert_close(engine.run(feeds), reference_outputs(model, feeds))
+
+    @pytest.mark.parametrize("k", [1, 4, 10])
+    def test_data_dependent_shape_topk(self, k: int) -> None:
+        model = topk_model()
+        feeds = {"x": np.random.default_rng(k).standard_normal((3, 10)).astype(np.float32), "k": np.array([k], np.int64)}
+        with self.make_engine(model) as engine:
+            result = engine.run(feeds)
+            assert result["values"].shape == (3, k) and result["indices"].shape == (3, k)
+            self.assert_close(result, reference_outputs(model, feeds))
+
+    @pytest.mark.parametrize("nonzero", [0, 1, 9])
+    def test_data_dependent_shape_nonzero(self, nonzero: int) -> None:
+        model = nonzero_model()
+        x = np.zeros((2, 6), np.float32)
+        x.flat[np.random.default_rng(nonzero).permutation(12)[:nonzero]] = 1.5
+        with self.make_engine(model) as engine:
+            result = engine.run({"x": x})
+            assert result["y"].shape == (2, nonzero)
+            self.assert_close(result, reference_outputs(model, {"x": x}))
+
+    # -- out: buffers filled in place, bad buffers refused -----------------------------------------
+
+    def test_out_buffers_are_filled(self) -> None:
+        op = OP_CASES["MLP"]
+        model = op.build()
+        feeds = op.feeds(batch=3, seed=7)
+        expected = reference_outputs(model, feeds)
+        with self.make_engine(model) as engine:
+            buffer = np.full((3, 4), np.nan, np.float32)
+            result = engine.run(feeds, out={"y": buffer})
+            assert np.shares_memory(result["y"], buffer), "the result must be the caller's buffer"
+            self.assert_close({"y": buffer}, expected)
+            again = engine.run(op.feeds(batch=3, seed=8), out={"y": buffer})  # the same buffer, reused
+            self.assert_close({"y": buffer}, reference_outputs(model, op.feeds(batch=3, seed=8)))
+            assert np.shares_memory(again["y"], buffer)
+
+    def test_out_for_some_outputs_only(self) -> None:
+        model = topk_model()
+        feeds = {"x": np.random.default_rng(3).standard_normal((2, 10)).astype(np.float32), "k": np.array([3], np.int64)}
+        expected = reference_outputs(model, feeds)
+        with self.make_engine(model) as engine:
+            indices = np.zeros((2, 3), np.int64)
+            result = engine.run(feeds, out={"indices": indices})
+            self.assert_close({"values": result["values"], "indices": indices}, expected)
+
+    @pytest.mark.parametrize(
+        "make, words",
+        [
+            (lambda: np.zeros((3, 4), np.float64), ["'y'", "float32"]),
+            (lambda: np.zeros((4, 3), np.float32).T, ["'y'", "contiguous"]),
+            (lambda: _read_only(np.zeros((3, 4), np.float32)), ["'y'", "writeable"]),
+            (lambda: [[0.0] * 4] * 3, ["'y'", "numpy array"]),
+            (lambda: np.zeros((3, 5), np.float32), ["'y'"]),
+            (lambda: np.zeros((2, 4), np.float32), ["'y'"]),
+            (lambda: np.zeros((12,), np.float32), ["'y'"]),
+        ],
+        ids=["dtype", "transposed", "read-only", "list", "wrong-dim", "wrong-batch", "wrong-rank"],
+    )
+    def test_bad_out_buffer_is_refused(self, make, words) -> None:
+        op = OP_CASES["MLP"]
+        model = op.build()
+        feeds = op.feeds(batch=3, seed=2)
+        buffer = make()
+        with self.make_engine(model) as engine:
+            with pytest.raises(InvalidInputError) as info:
+                engine.run(feeds, out={"y": buffer})
+            for word in words:
+                assert word in str(info.value), f"{word!r} not in error: {info.value}"
+            with pytest.raises(InvalidInputError, match="'nope'"):
+                engine.run(feeds, out={"nope": np.zeros((3, 4), np.float32)})
+            self.assert_close(engine.run(feeds), reference_outputs(model, feeds))  # still serving
+
     # -- bad input: a named error, and the engine keeps serving ------------------------------------
 
     @pytest.mark.parametrize(
@@ -150,6 +252,24 @@ class BackendConformance:
         with pytest.raises(UnsupportedOperatorError) as info:
             Engine(EngineConfig(backend=self.backend, **self.config)).load(graph)
         assert "com.example::Frobnicate" in str(info.value)
+
+    # -- close -------------------------------------------------------------------------------------
+
+    def test_close(self) -> None:
+        op = OP_CASES["Gemm"]
+        model = op.build()
+        feeds = op.feeds(batch=2, seed=4)
+        engine = self.make_engine(model)
+        other = self.make_engine(model)  # a second engine on the same graph is not affected
+        engine.run(feeds)
+        engine.close()
+        engine.close()  # closing twice is harmless
+        with pytest.raises(EngineClosedError):
+            engine.run(feeds)
+        self.assert_close(other.run(feeds), reference_outputs(model, feeds))
+        compiled = other.compiled
+        other.close()
+        compiled.close()  # the compiled model's own close is idempotent too
 
     # -- threads -----------------------------------------------------------------------------------
 

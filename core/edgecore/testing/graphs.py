@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["OpCase", "OP_CASES", "make_model"]
+__all__ = ["OpCase", "OP_CASES", "make_model", "topk_model", "nonzero_model", "unknown_dims_model"]
 
 OPSET = 17
 
@@ -146,3 +146,35 @@ OP_CASES: dict[str, OpCase] = {
         OpCase(name="MLP", build=_mlp, input_shapes={"x": (10,)}),
     )
 }
+
+
+# -- shapes a backend cannot know before it runs -----------------------------------------------------
+
+
+def topk_model() -> onnx.ModelProto:
+    """TopK whose K is an input: outputs ``values``/``indices`` of shape [batch, K], known only at run time."""
+    node = helper.make_node("TopK", ["x", "k"], ["values", "indices"], axis=-1)
+    return make_model(
+        [node],
+        [_vi("x", ["batch", 10]), _vi("k", [1], TensorProto.INT64)],
+        [_vi("values", ["batch", None]), _vi("indices", ["batch", None], TensorProto.INT64)],
+        name="topk",
+    )
+
+
+def nonzero_model() -> onnx.ModelProto:
+    """NonZero: output [rank, count] with count data-dependent (count may be 0)."""
+    node = helper.make_node("NonZero", ["x"], ["y"])
+    return make_model([node], [_vi("x", ["batch", 6])], [_vi("y", [2, None], TensorProto.INT64)], name="nonzero")
+
+
+def unknown_dims_model() -> onnx.ModelProto:
+    """Sigmoid on ``x[-1, 4, -1]``: ``dim_value: -1`` as paddle2onnx and older exporters write any size."""
+    model = make_model(
+        [helper.make_node("Sigmoid", ["x"], ["y"])], [_vi("x", [1, 4, 1])], [_vi("y", [1, 4, 1])], name="minus_one"
+    )
+    for value in (model.graph.input[0], model.graph.output[0]):
+        dims = value.type.tensor_type.shape.dim
+        dims[0].dim_value = -1
+        dims[2].dim_value = -1
+    return model
