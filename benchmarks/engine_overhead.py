@@ -36,7 +36,7 @@ def measure_cpu_simd(label: str, name: str, options: dict, args) -> dict:
     import onnxruntime as ort
 
     from edgecore import Engine, EngineConfig, zoo
-    from edgecore.cli.run import random_feeds
+    from edgecore.inputs import random_feeds
 
     model = zoo.build(name, **options)
     config = EngineConfig(backend="cpu_simd", num_threads=args.threads)
@@ -73,7 +73,7 @@ def measure_openvino(label: str, name: str, options: dict, args) -> dict | None:
     except ImportError:
         return None
     from edgecore import Engine, EngineConfig, zoo
-    from edgecore.cli.run import random_feeds
+    from edgecore.inputs import random_feeds
 
     model = zoo.build(name, **options)
     config = EngineConfig(backend="openvino", device="cpu", num_threads=args.threads)

@@ -48,7 +48,7 @@ def _engine(graph, threads: int, **config):
 
 
 def _feeds(graph, batch: int = 1, seed: int = 0) -> dict:
-    from edgecore.cli.run import random_feeds
+    from edgecore.inputs import random_feeds
 
     return random_feeds(graph.inputs, batch=batch, seed=seed)
 

@@ -78,7 +78,7 @@ def _data(name: str, samples: int, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _feeds(graph, sequence: int) -> dict[str, np.ndarray]:
-    from edgecore.cli.run import random_feeds
+    from edgecore.inputs import random_feeds
 
     return random_feeds(graph.inputs, batch=1, seed=1, sequence=sequence)
 

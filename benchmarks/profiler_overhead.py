@@ -130,7 +130,7 @@ def main() -> None:
     import onnxruntime as ort
 
     from edgecore import Engine, EngineConfig, zoo
-    from edgecore.cli.run import random_feeds
+    from edgecore.inputs import random_feeds
     from edgecore.profiling import get_profiler
     from edgecore_cpu_simd.backend import CpuSimdBackend
 

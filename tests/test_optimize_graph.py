@@ -201,7 +201,7 @@ def test_zoo_tiny_graph_optimization_matches_reference(name):
     from edgecore import zoo
 
     model = zoo.build(name)
-    graph, report = optimize(model, OptimizationConfig(num_samples=2), backend="reference")
+    graph, report = optimize(model, OptimizationConfig(num_samples=2), onnx_reference=True)
     record = report.record("graph_optimization")
     assert record.status == "kept", record.reason
     assert graph.num_nodes < Graph.from_proto(model, check=False).num_nodes

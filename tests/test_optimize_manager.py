@@ -75,7 +75,7 @@ def test_passes_that_break_limits_raise_or_change_the_interface_are_rolled_back(
         _spec("small_perturbation", _Perturb(1e-4)),
     ]
     config = OptimizationConfig(calibration_data={"input": images[:48]}, accuracy_budget=0.01)
-    optimized, report = PassManager(config, passes=passes, backend="reference").run(graph)
+    optimized, report = PassManager(config, passes=passes, onnx_reference=True).run(graph)
     status = {p.name: p.status for p in report.passes}
     assert status == {"perturb_exact": "rolled_back", "boom": "failed", "rename": "rolled_back",
                       "nothing": "unchanged", "small_perturbation": "kept"}
@@ -158,9 +158,9 @@ def test_config_validates_fields():
 def test_calibration_data_must_fit_the_model(digits):
     graph, images, labels = digits
     with pytest.raises(OptimizationError, match="lacks input"):
-        optimize(graph, OptimizationConfig(calibration_data={"x": images}), backend="reference")
+        optimize(graph, OptimizationConfig(calibration_data={"x": images}), onnx_reference=True)
     with pytest.raises(OptimizationError, match="labels"):
-        optimize(graph, OptimizationConfig(calibration_data={"input": images}, labels=labels[:5]), backend="reference")
+        optimize(graph, OptimizationConfig(calibration_data={"input": images}, labels=labels[:5]), onnx_reference=True)
 
 
 def test_engine_optimize_recompiles_on_the_same_backend(digits):
@@ -270,7 +270,7 @@ def test_each_pass_is_an_optimize_span_in_the_profiler(digits):
     profiler = get_profiler()
     profiler.start_global_session("optimize-test")
     try:
-        optimize(graph, OptimizationConfig(calibration_data={"input": images[:16]}), backend="reference")
+        optimize(graph, OptimizationConfig(calibration_data={"input": images[:16]}), onnx_reference=True)
         spans = profiler.spans("optimize/graph_optimization", match={"status": "kept"})
     finally:
         profiler.stop_global_session()

@@ -75,7 +75,7 @@ def test_fp16_fallback_keeps_the_overflowing_nodes_in_float32():
     x = np.random.default_rng(0).uniform(1.0, 3.0, (16, 8)).astype(np.float32)
     config = OptimizationConfig(enable_graph_optimization=False, enable_mixed_precision=True,
                                 calibration_data={"x": x}, keep_fp32_ops=())
-    graph, report = optimize(model, config, backend="reference")
+    graph, report = optimize(model, config, onnx_reference=True)
     record = report.record("fp16")
     assert record.status == "kept", record.reason
     assert "m2" in record.details["kept_fp32_nodes"]

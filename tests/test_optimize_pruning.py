@@ -234,7 +234,7 @@ def test_zoo_tiny_structured_pruning_shrinks_and_runs(name):
 
     config = OptimizationConfig(enable_pruning=True, pruning_ratio=0.3, accuracy_budget=float("inf"), num_samples=2,
                                 custom_options={"structured_pruning": {"residual": "prune"}})
-    graph, report = optimize(zoo.build(name), config, backend="reference")
+    graph, report = optimize(zoo.build(name), config, onnx_reference=True)
     record = report.record("structured_pruning")
     assert record.status == "kept", record.reason
     assert record.after.parameters < record.before.parameters
@@ -263,7 +263,7 @@ def test_bias_compensation_restores_a_constant_channel_exactly():
                                     calibration_data={"x": x}, accuracy_budget=float("inf"),
                                     custom_options={"structured_pruning": {"min_channels": 1,
                                                                            "compensate": compensate}})
-        graph, report = optimize(model, config, backend="reference")
+        graph, report = optimize(model, config, onnx_reference=True)
         assert _weight_shape(graph, "conv_c") == (4, 5, 1, 1)
         results[compensate] = report.record("structured_pruning")
     assert results[True].details["bias_compensation"] is True

@@ -28,6 +28,7 @@ from edgecore.errors import (
     EdgecoreError,
     EngineClosedError,
     ModelNotLoadedError,
+    OptimizationError,
     RequestTimeoutError,
 )
 from edgecore.graph import Graph, ModelSource, describe_source
@@ -41,7 +42,6 @@ from edgecore.stats import EngineStats, StatsRecorder
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from edgecore.optimize import OptimizationConfig, OptimizationReport
     from edgecore.plugins import PluginManager
     from edgecore.scheduler import Scheduler
     from edgecore.specs import BackendSpec
@@ -170,21 +170,27 @@ class Engine:
             })
         return compiled
 
-    def optimize(self, config: OptimizationConfig | None = None) -> OptimizationReport:
+    def optimize(self, config: Any = None) -> Any:
         """Optimize the loaded model with checked passes and recompile it on the same backend.
 
-        Each pass is run on sample inputs against the graph before it and rolled back when it breaks
-        ``config.accuracy_budget``; the returned report says what was kept and why. The engine then
-        serves the optimized graph (``engine.graph``). Do not call it while requests are running.
+        ``config`` is an :class:`edgecore.optimize.OptimizationConfig` (None: the defaults); the
+        result an :class:`edgecore.optimize.OptimizationReport`. Each pass is run on sample inputs
+        against the graph before it and rolled back when it breaks ``config.accuracy_budget``; the
+        report says what was kept and why. The engine then serves the optimized graph
+        (``engine.graph``). Do not call it while requests are running. The optimizer is reached
+        through the ``edgecore_optimize`` hook (core's own is :mod:`edgecore.optimize.plugin`).
         """
-        from edgecore.optimize import OptimizationConfig, PassManager
-
         if self.graph is None or self._compiled is None:
             self._not_ready()
-        manager = PassManager(
-            config or OptimizationConfig(), backend=self.backend, engine_config=self.config, plugin_manager=self._pm
+        result = self._pm.hook.edgecore_optimize(
+            graph=self.graph, config=config, backend=self.backend, engine_config=self.config, plugin_manager=self._pm
         )
-        graph, report = manager.run(self.graph)
+        if result is None:
+            raise OptimizationError(
+                "no plugin implements edgecore_optimize (core's optimizer is the built-in plugin "
+                "'edgecore.optimize.plugin'; this engine's plugin manager does not hold it)"
+            )
+        graph, report = result
         if graph is not self.graph:
             compiled, instances = self._compile_all(self.backend_spec, graph)
             self._stop_scheduler(drain=True)  # queued requests finish on the models that checked them

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from edgecore.config import EngineConfig
     from edgecore.engine import Engine
     from edgecore.graph import Graph
+    from edgecore.optimize import OptimizationConfig, OptimizationReport
     from edgecore.plugins import PluginManager
     from edgecore.specs import BackendSpec, ModelSpec, PassSpec, ScenarioSpec
 
@@ -92,6 +93,24 @@ def edgecore_resolve_model(source: str, plugin_manager: PluginManager) -> onnx.M
     Stops at the first non-None result. ``plugin_manager`` is the manager that asked: resolve
     through it (its ``models()``), not through the process-wide one. The built-in zoo answers
     ``zoo:NAME``.
+    """
+
+
+@hookspec(firstresult=True)
+def edgecore_optimize(
+    graph: Graph,
+    config: OptimizationConfig | None,
+    backend: str,
+    engine_config: EngineConfig,
+    plugin_manager: PluginManager,
+) -> tuple[Graph, OptimizationReport] | None:
+    """Optimize ``graph`` for ``backend`` (what ``Engine.optimize`` asks): return the optimized graph
+    and the report, or None to leave it to the next implementation.
+
+    Stops at the first non-None result. Core's optimizer (:mod:`edgecore.optimize.plugin`,
+    ``trylast``) checks each pass on samples compiled with ``engine_config`` through
+    ``plugin_manager``. The engine reaches the optimizer only through this hook: the engine (layer 7)
+    never imports :mod:`edgecore.optimize` (layer 8).
     """
 
 

@@ -152,3 +152,51 @@ def fill_out(result: dict[str, np.ndarray], out: Mapping[str, np.ndarray] | None
             )
         np.copyto(buffer, produced)
     return {name: out.get(name, array) for name, array in result.items()}
+
+
+def random_feeds(
+    specs: Sequence[TensorSpec],
+    *,
+    batch: int = 1,
+    seed: int = 0,
+    sequence: int = 16,
+    rng: np.random.Generator | None = None,
+) -> dict[str, np.ndarray]:
+    """Random inputs for ``specs``: the one generator the CLI, the benchmarks and the optimizer use.
+
+    Shapes: fixed dimensions as they are; the first symbolic dimension takes ``batch``, the others
+    ``sequence``. Values, by dtype and input name (case-insensitive):
+
+    * floating point (float16/32/64, bfloat16, float8): standard normal;
+    * integers: all ones for names with ``mask`` (every token attended), zeros for names with
+      ``type`` or ``segment`` (token types), else uniform in [0, 100) (valid token ids for any
+      vocabulary of 100 or more);
+    * bool: all True for names with ``mask``, else uniform True/False.
+
+    ``rng`` (default ``numpy.random.default_rng(seed)``) lets a caller draw several feeds from one
+    stream. Raises :class:`InvalidInputError` for inputs it cannot make up (strings): pass real ones.
+    """
+    rng = np.random.default_rng(seed) if rng is None else rng
+    feeds = {}
+    for spec in specs:
+        if spec.shape is None:
+            raise InvalidInputError(f"input {spec.name!r} records no shape, so none can be made up; give real inputs")
+        shape = [d if isinstance(d, int) else (batch if i == 0 else sequence) for i, d in enumerate(spec.shape)]
+        dtype = spec.dtype.numpy
+        name = spec.name.lower()
+        if dtype.kind == "f" or "float" in dtype.name:
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind in "iu":
+            if "mask" in name:
+                feeds[spec.name] = np.ones(shape, dtype)
+            elif "type" in name or "segment" in name:
+                feeds[spec.name] = np.zeros(shape, dtype)
+            else:
+                feeds[spec.name] = rng.integers(0, 100, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[spec.name] = np.ones(shape, bool) if "mask" in name else rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            raise InvalidInputError(
+                f"cannot make up random data for input {spec.name!r} of type {spec.dtype.short}; give real inputs"
+            )
+    return feeds

@@ -79,7 +79,7 @@ def main(spec: dict, started: tuple[float, float] | None = None) -> None:
         sys.stdin.readline()
         return
 
-    from edgecore.cli.run import random_feeds
+    from edgecore.inputs import random_feeds
     from edgecore.selection import load_graph
 
     t = clock()

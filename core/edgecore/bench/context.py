@@ -67,7 +67,7 @@ class BenchSession:
     def graph(self) -> Graph:
         from edgecore.graph import Graph
 
-        return load_graph(self.source)
+        return load_graph(self.source, self.plugin_manager)
 
     @functools.cached_property
     def engine(self) -> Engine:
@@ -95,7 +95,7 @@ class BenchSession:
         """Random inputs of batch size ``batch`` (made once per batch size, seeded)."""
         key = (batch, self.settings.sequence)
         if key not in self._feeds:
-            from edgecore.cli.run import random_feeds
+            from edgecore.inputs import random_feeds
 
             self._feeds[key] = random_feeds(
                 self.graph.inputs, batch=batch, seed=self.settings.seed, sequence=self.settings.sequence

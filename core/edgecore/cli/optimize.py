@@ -4,12 +4,16 @@ Graph optimization always runs (unless ``--no-graph``); ``--int8`` (with ``--cal
 array per input name, samples along axis 0, and optionally ``labels``), ``--prune RATIO`` and
 ``--fp16`` add passes. ``--budget`` is the largest loss allowed (top-1 points with labels, else
 1 - cosine). The report is printed as a table, or as JSON with ``--json``. Exit code 1 when nothing
-could be written or the model would not load; passes rolled back are reported, not failures.
+could be written or the model would not load; passes rolled back are reported, not failures. When
+the model's outputs do not respond to the generated samples the report (and a closing warning) says
+the check cannot judge, and asks for ``--calib`` with real samples. ``--onnx-reference`` checks with
+``onnx.reference`` instead of a backend (``--backend reference`` is the backend plugin of that name).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--budget", type=float, help="largest loss allowed (top-1 points with labels, else 1 - cosine)")
     p.add_argument("--no-graph", action="store_true", help="skip the graph optimization pass")
     p.add_argument("--samples", type=int, default=16, help="generated samples when no --calib is given")
+    p.add_argument(
+        "--onnx-reference", action="store_true",
+        help="check passes with onnx.reference (slow, exact) instead of a backend plugin",
+    )
     p.add_argument(
         "--pass-option", action="append", default=[], metavar="PASS.KEY=VALUE",
         help="a pass's custom option, e.g. int8.reduce_range=false (repeatable)",
@@ -103,13 +111,12 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgecore.graph import Graph
     from edgecore.optimize import PassManager
 
     config = build_config(args)
     engine = engine_config(args)
     graph = load_graph(args.model)
-    manager = PassManager(config, backend=engine.backend, engine_config=engine)
+    manager = PassManager(config, backend=engine.backend, engine_config=engine, onnx_reference=args.onnx_reference)
     if args.json:
         optimized, report = manager.run(graph)
     else:
@@ -123,4 +130,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(report.format_table())
     print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB)")
+    if not report.can_judge:
+        print(f"edgecore: warning: {report.check_problem}", file=sys.stderr)
     return 0

@@ -11,6 +11,7 @@ import numpy as np
 
 from edgecore.cli._common import add_engine_options, console, engine_config, print_json
 from edgecore.errors import InvalidInputError
+from edgecore.inputs import random_feeds
 
 
 def register(subparsers: Any) -> None:
@@ -23,25 +24,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
-
-
-def random_feeds(specs, *, batch: int = 1, seed: int = 0, sequence: int = 16) -> dict[str, np.ndarray]:
-    """Random inputs matching ``specs``; symbolic dims take ``batch`` (first) or ``sequence``."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in specs:
-        shape = [d if isinstance(d, int) else (batch if i == 0 else sequence) for i, d in enumerate(spec.shape)]
-        dtype = spec.dtype.numpy
-        if dtype.kind == "f" or dtype.name == "bfloat16":
-            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype.kind in "iu":
-            high = 2 if "mask" in spec.name or "type" in spec.name else 100
-            feeds[spec.name] = rng.integers(0, high, size=shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            raise InvalidInputError(f"cannot make random data for input {spec.name!r} of type {spec.dtype.short}")
-    return feeds
 
 
 def _load_inputs(items: list[str]) -> dict[str, np.ndarray]:

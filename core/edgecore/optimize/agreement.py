@@ -1,7 +1,14 @@
-"""How far a graph's outputs are from a reference's: error figures, cosine, top-1, accuracy.
+"""How far a graph's outputs are from a reference's: error figures, cosine, top-1, accuracy --
+and whether the reference carries enough signal for those figures to mean anything.
 
 Outputs are lists of arrays (one per model output, samples along axis 0). Every figure is a plain
 float so that reports serialize as they are.
+
+A check can only judge a pass if the reference outputs respond to the inputs: a text detector fed
+noise answers a probability map of ~1e-5 everywhere, whatever the noise, and then the cosine of two
+such maps, or the loss of an INT8 graph against them, measures rounding, not the model.
+:func:`signal_of` finds such outputs (the spread of the outputs across samples, relative to their
+magnitude, below :data:`MIN_SIGNAL`).
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ from typing import Any, Sequence
 import attrs
 import numpy as np
 
-__all__ = ["Agreement", "compare", "top1_accuracy", "is_classifier_output"]
+__all__ = ["Agreement", "MIN_SIGNAL", "OutputSignal", "Signal", "compare", "is_classifier_output", "signal_of",
+           "top1_accuracy"]
 
 
 @attrs.frozen(kw_only=True)
@@ -127,3 +135,95 @@ def compare(
         top1_agreement=top1,
         accuracy=accuracy,
     )
+
+
+#: Smallest spread of an output across samples, relative to its magnitude (RMS over elements of the
+#: per-element standard deviation across samples, over the RMS of the values), for a check on it to
+#: judge anything: below it the output is (nearly) the same for every sample. Runtimes approximate
+#: transcendental functions to ~1e-3 relative (onnxruntime's Sigmoid near 1e-5 spreads 1e-3 on a
+#: constant input), so the bar sits 10x above that; the zoo's models on generated samples spread
+#: 0.14 (resnet50) to 0.86.
+MIN_SIGNAL = 1e-2
+
+
+@attrs.frozen(kw_only=True)
+class OutputSignal:
+    """How much one reference output varies across the samples: ``spread`` is the relative figure
+    compared with :data:`MIN_SIGNAL` (None when it cannot be measured: one sample, or no values)."""
+
+    name: str
+    spread: float | None
+    magnitude: float
+    has_signal: bool
+    why: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "spread": self.spread, "magnitude": self.magnitude, "has_signal": self.has_signal,
+                "why": self.why}
+
+
+@attrs.frozen(kw_only=True)
+class Signal:
+    """Whether the reference outputs can judge a pass: ``can_judge`` when at least one output has
+    signal; checks then compare only ``judged`` (the indices of those outputs). ``reason`` says,
+    in words, which outputs carry no signal and why."""
+
+    outputs: tuple[OutputSignal, ...] = attrs.field(converter=tuple)
+    min_signal: float = MIN_SIGNAL
+
+    @property
+    def judged(self) -> tuple[int, ...]:
+        return tuple(i for i, o in enumerate(self.outputs) if o.has_signal)
+
+    @property
+    def can_judge(self) -> bool:
+        return bool(self.judged) or not self.outputs
+
+    @property
+    def flat(self) -> tuple[OutputSignal, ...]:
+        return tuple(o for o in self.outputs if not o.has_signal)
+
+    @property
+    def reason(self) -> str:
+        if not self.flat:
+            return ""
+        parts = "; ".join(f"output {o.name!r} {o.why}" for o in self.flat)
+        if self.can_judge:
+            return f"{parts}: left out of the checks"
+        return f"{parts}: no output responds to these samples, so no check can tell a good pass from a bad one"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"can_judge": self.can_judge, "reason": self.reason, "min_signal": self.min_signal,
+                "outputs": [o.to_json() for o in self.outputs]}
+
+
+def _output_signal(name: str, ref: np.ndarray, min_signal: float) -> OutputSignal:
+    n = ref.shape[0] if ref.ndim else 1
+    if ref.size == 0:
+        return OutputSignal(name=name, spread=None, magnitude=0.0, has_signal=True)
+    if ref.dtype.kind not in "fc":
+        flat = ref.reshape(n, -1)
+        varies = n < 2 or bool(np.any(flat != flat[:1]))
+        why = "" if varies else f"is the same for all {n} samples"
+        return OutputSignal(name=name, spread=None, magnitude=0.0, has_signal=varies, why=why)
+    a = ref.reshape(n, -1).astype(np.float64)
+    a = np.where(np.isfinite(a), a, 0.0)
+    magnitude = float(np.sqrt(np.mean(a * a)))
+    if magnitude == 0.0:
+        return OutputSignal(name=name, spread=0.0, magnitude=0.0, has_signal=False,
+                            why=f"is all zeros on the {n} sample(s)")
+    if n < 2:
+        return OutputSignal(name=name, spread=None, magnitude=magnitude, has_signal=True)
+    spread = float(np.sqrt(np.mean(np.var(a, axis=0)))) / magnitude
+    if spread >= min_signal:
+        return OutputSignal(name=name, spread=spread, magnitude=magnitude, has_signal=True)
+    return OutputSignal(
+        name=name, spread=spread, magnitude=magnitude, has_signal=False,
+        why=(f"is nearly the same for all {n} samples (spread {spread:.2g} of its magnitude {magnitude:.3g}, "
+             f"below {min_signal:g})"),
+    )
+
+
+def signal_of(reference: Sequence[np.ndarray], names: Sequence[str], min_signal: float = MIN_SIGNAL) -> Signal:
+    """Which reference outputs vary across the samples enough for a check to judge a pass by them."""
+    return Signal(outputs=[_output_signal(n, r, min_signal) for n, r in zip(names, reference)], min_signal=min_signal)

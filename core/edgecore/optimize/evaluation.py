@@ -1,38 +1,46 @@
 """Sample inputs, and running a graph on them: what every pass is checked on.
 
 :class:`SampleSet` holds the feeds passes are checked on (and int8 calibrates on): the caller's
-calibration data, or inputs generated from the model's input specs. :class:`Evaluator` runs a
-:class:`~edgecore.graph.Graph` on them through a backend (an :class:`~edgecore.Engine`), or through
-``onnx.reference`` when ``backend="reference"``, and returns one array per output with the samples
-along axis 0.
+calibration data, or inputs generated from the model's input specs (:func:`edgecore.inputs.random_feeds`,
+the generator the CLI and the benchmarks use too). :class:`Evaluator` runs a
+:class:`~edgecore.graph.Graph` on them and returns one array per output with the samples along
+axis 0: through a backend plugin, chosen and compiled exactly as an :class:`~edgecore.Engine` does
+(:func:`edgecore.selection.candidate_backends`, ``CompileOptions.from_config`` of the engine's
+config with a memory pool of the same settings) but without building an engine -- no engine hooks
+fire and no metrics see it -- or, with ``onnx_reference=True``, through ``onnx.reference`` (not a
+backend: ``backend="reference"`` is whatever backend plugin registers that name).
 
-Concurrency: an Evaluator belongs to the thread that optimizes; it compiles one engine at a time and
+Concurrency: an Evaluator belongs to the thread that optimizes; it compiles one model at a time and
 closes it before returning.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import attrs
 import numpy as np
 
-from edgecore.errors import OptimizationError
+from edgecore.backend import CompiledModel, CompileOptions
+from edgecore.errors import BackendExecutionError, ConfigurationError, EdgecoreError, InvalidInputError, OptimizationError
 from edgecore.graph import Graph
+from edgecore.inputs import random_feeds
 from edgecore.tensor import TensorSpec
 
 if TYPE_CHECKING:
     from edgecore.config import EngineConfig
     from edgecore.optimize.config import CalibrationData, OptimizationConfig
     from edgecore.plugins import PluginManager
+    from edgecore.specs import BackendSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SampleSet", "Evaluator", "REFERENCE"]
+__all__ = ["SampleSet", "Evaluator", "ONNX_REFERENCE"]
 
-#: Backend name that makes the Evaluator run ``onnx.reference`` instead of a backend plugin.
-REFERENCE = "reference"
+#: What reports call core's own ``onnx.reference`` evaluator (``onnx_reference=True``); not a backend.
+ONNX_REFERENCE = "onnx.reference"
 
 #: Samples run together in one call when the batch dimension is symbolic.
 EVAL_BATCH = 16
@@ -100,7 +108,8 @@ class SampleSet:
 
     @classmethod
     def generate(cls, specs: Sequence[TensorSpec], *, count: int, seed: int = 0, sequence: int = 32) -> SampleSet:
-        """``count`` random samples: standard normal floats, small integers (masks of ones).
+        """``count`` random samples from :func:`edgecore.inputs.random_feeds` (its rules: standard
+        normal floats, masks of ones, token types of zeros, ids below 100).
 
         The first symbolic dimension is the batch; other symbolic dimensions take ``sequence``.
         """
@@ -111,7 +120,10 @@ class SampleSet:
         left = count
         while left > 0:
             n = min(per_feed, left)
-            feeds.append({s.name: _random(s, n, sequence, rng) for s in specs})
+            try:
+                feeds.append(random_feeds(specs, batch=n, sequence=sequence, rng=rng))
+            except InvalidInputError as exc:
+                raise OptimizationError(f"{exc}: pass calibration data (--calib)") from exc
             left -= n
         return cls(
             feeds=tuple(feeds),
@@ -185,30 +197,14 @@ def _split(arrays: dict[str, np.ndarray], specs: Sequence[TensorSpec], rows: int
         yield feed
 
 
-def _random(spec: TensorSpec, batch: int, sequence: int, rng: np.random.Generator) -> np.ndarray:
-    shape = []
-    for i, dim in enumerate(spec.shape):
-        if isinstance(dim, int):
-            shape.append(dim)
-        else:
-            shape.append(batch if i == 0 else sequence)
-    dtype = spec.dtype.numpy
-    name = spec.name.lower()
-    if dtype.kind == "f":
-        return rng.standard_normal(shape).astype(dtype)
-    if dtype.kind in "iu":
-        if "mask" in name:
-            return np.ones(shape, dtype)
-        if "type" in name or "segment" in name:
-            return np.zeros(shape, dtype)
-        return rng.integers(0, 100, size=shape).astype(dtype)
-    if dtype.kind == "b":
-        return np.ones(shape, bool)
-    raise OptimizationError(f"cannot generate samples for input {spec.name!r} of type {spec.dtype.short}")
-
-
 class Evaluator:
-    """Runs graphs on one :class:`SampleSet` through a backend, or ``onnx.reference``."""
+    """Runs graphs on one :class:`SampleSet` through a backend plugin, or ``onnx.reference``.
+
+    ``backend``: ``"auto"`` (the backend an engine with ``engine_config`` would pick, fallbacks
+    included) or a backend name; :attr:`backend` holds the one in use after the first run.
+    ``engine_config``: the settings the backend compiles with, as the engine serving the result
+    would (pool, threads, custom options); profiling and batching do not apply to a check.
+    """
 
     def __init__(
         self,
@@ -217,56 +213,108 @@ class Evaluator:
         backend: str = "auto",
         engine_config: EngineConfig | None = None,
         plugin_manager: PluginManager | None = None,
+        onnx_reference: bool = False,
     ) -> None:
         self.samples = samples
         self.requested = backend
-        self.backend = backend if backend != "auto" else ""
+        self.onnx_reference = onnx_reference
+        self.backend = ONNX_REFERENCE if onnx_reference else (backend if backend != "auto" else "")
         self._engine_config = engine_config
         self._pm = plugin_manager
-        self._spec: Any = None
+        self._spec: BackendSpec | None = None
+        self._pool: Any = None
         self.runs = 0
 
     def with_samples(self, samples: SampleSet) -> Evaluator:
         """An evaluator with the same backend and settings on other samples."""
-        other = Evaluator(samples, backend=self.requested, engine_config=self._engine_config, plugin_manager=self._pm)
-        other._spec, other.backend = self._spec, self.backend
+        other = Evaluator(samples, backend=self.requested, engine_config=self._engine_config, plugin_manager=self._pm,
+                          onnx_reference=self.onnx_reference)
+        other._spec, other.backend, other._pool = self._spec, self.backend, self._pool
         return other
 
     def outputs(self, graph: Graph) -> list[np.ndarray]:
         """Each output of ``graph`` on every sample, samples along axis 0."""
         self.runs += 1
-        if self.requested == REFERENCE:
+        if self.onnx_reference:
             return self._reference(graph)
         names = [s.name for s in graph.outputs]
-        config = self._config()
-        if self._spec is None:  # the first run picks the backend the way an Engine does
-            from edgecore.engine import Engine
-
-            with Engine(config, plugin_manager=self._pm) as engine:
-                engine.load(graph)
-                self._spec, self.backend = engine.backend_spec, engine.backend
-                return _gather([engine.run(feed) for feed in self.samples], names)
-        from edgecore.backend import backend_for
-
-        compiled = backend_for(self._spec).compile(graph, config.compile_options())
+        compiled = self._compile(graph)
         try:
             return _gather([compiled.run(dict(feed)) for feed in self.samples], names)
         finally:
             compiled.close()
 
+    def _plugin_manager(self) -> PluginManager:
+        if self._pm is None:
+            from edgecore.plugins import get_plugin_manager
+
+            self._pm = get_plugin_manager()
+        return self._pm
+
     def _config(self) -> EngineConfig:
         from edgecore.config import EngineConfig
 
         config = self._engine_config or EngineConfig(backend=self.requested)
-        changes: dict[str, Any] = {"profile_ops": False, "enable_dynamic_batching": False, "instances": 1}
-        if self.backend and config.backend != self.backend:
-            changes["backend"] = self.backend
+        changes: dict[str, Any] = {"profile_ops": False, "enable_dynamic_batching": False}
+        if self.requested != "auto" and config.backend != self.requested:
+            changes["backend"] = self.requested
         return attrs.evolve(config, **{k: v for k, v in changes.items() if hasattr(config, k)})
+
+    def _options(self, config: EngineConfig) -> CompileOptions:
+        """The options each of the serving engine's instances is compiled with (Engine._compile_options)."""
+        if self._pool is None and config.enable_memory_pool:
+            from edgecore.memory import MemoryPool
+
+            self._pool = MemoryPool(
+                alignment=config.memory_alignment, max_memory_usage=config.max_memory_usage, pool_size=config.pool_size
+            )
+        if config.instances == 1:
+            return CompileOptions.from_config(config, memory_pool=self._pool)
+        threads = config.num_threads or max(1, (os.cpu_count() or 1) // config.instances)
+        return CompileOptions.from_config(config, memory_pool=self._pool, num_threads=threads, shared_cores=True)
+
+    def _compile(self, graph: Graph) -> CompiledModel:
+        """``graph`` compiled on the chosen backend; the first call chooses it as an engine does."""
+        from edgecore.selection import candidate_backends
+
+        config, pm = self._config(), self._plugin_manager()
+        if self._spec is not None:
+            return self._compile_on(self._spec, graph, config, pm)
+        candidates = candidate_backends(graph, config, pm)
+        failures: list[str] = []
+        for position, spec in enumerate(candidates):
+            try:
+                compiled = self._compile_on(spec, graph, config, pm)
+            except EdgecoreError as exc:
+                if position + 1 == len(candidates) or isinstance(exc, ConfigurationError):
+                    if failures:
+                        exc.add_note("backends tried before: " + "; ".join(failures))
+                    raise
+                failures.append(f"{spec.name}: {exc}")
+                logger.warning("%s; checking on backend %r instead", exc, candidates[position + 1].name)
+                continue
+            self._spec, self.backend = spec, spec.name
+            return compiled
+        raise AssertionError("candidate_backends returned no backend")  # pragma: no cover - it raises instead
+
+    def _compile_on(self, spec: BackendSpec, graph: Graph, config: EngineConfig, pm: PluginManager) -> CompiledModel:
+        from edgecore.selection import available_backend, plugin_label
+
+        backend = available_backend(spec, pm)
+        try:
+            return backend.compile(graph, self._options(config))
+        except EdgecoreError:
+            raise
+        except Exception as exc:
+            raise BackendExecutionError(
+                f"{plugin_label(pm, spec)} failed to compile {graph.name}: {type(exc).__name__}: {exc}",
+                backend=spec.name,
+                distribution=pm.distribution_of(pm.source_of("edgecore_backends", spec.name)),
+            ) from exc
 
     def _reference(self, graph: Graph) -> list[np.ndarray]:
         from onnx.reference import ReferenceEvaluator
 
-        self.backend = REFERENCE
         session = ReferenceEvaluator(graph.to_proto())
         names = [s.name for s in graph.outputs]
         results = []

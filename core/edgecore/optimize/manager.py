@@ -12,6 +12,12 @@ before the pass and with the original:
 A pass that breaks its limit, raises, changes the model's inputs or outputs, or yields a graph the
 backend cannot run is rolled back (the graph stays as it was) and reported with the reason.
 
+The checks judge only what the reference outputs let them judge (:func:`~edgecore.optimize.agreement.signal_of`):
+outputs that are nearly the same for every sample are left out of the comparisons, and when no
+output responds to the samples (a detector fed noise) the report says the check cannot judge and
+asks for real samples; lossy passes are then skipped and exact ones kept only as exact on these
+samples, flagged ``judged=False``.
+
 Passes are ``onnx_ir`` passes built by ``PassSpec.factory(context)``; the :class:`PassContext` gives
 them the config, the samples, and :meth:`PassContext.measure` for passes that search for the most
 they can do within the budget (int8 and fp16 fallback).
@@ -30,9 +36,9 @@ import onnx_ir as ir
 
 from edgecore.errors import EdgecoreError, OptimizationError
 from edgecore.graph import Graph
-from edgecore.optimize.agreement import Agreement, compare
+from edgecore.optimize.agreement import Agreement, Signal, compare, signal_of
 from edgecore.optimize.config import STAGES, OptimizationConfig
-from edgecore.optimize.evaluation import Evaluator, SampleSet
+from edgecore.optimize.evaluation import ONNX_REFERENCE, Evaluator, SampleSet
 from edgecore.optimize.report import (
     FAILED,
     KEPT,
@@ -84,10 +90,12 @@ class PassContext:
         reference: list[np.ndarray],
         original_accuracy: float | None,
         spec: PassSpec,
+        judged: Sequence[int] | None = None,
     ) -> None:
         self.config = config
         self.samples = samples
         self.spec = spec
+        self._judged = tuple(judged) if judged is not None else None
         self.options = config.options_for(spec.name)
         self._evaluator = evaluator
         self._reference = reference
@@ -119,7 +127,11 @@ class PassContext:
         graph = model if isinstance(model, Graph) else Graph(model, source="<candidate>")
         self.measurements += 1
         outputs = self._evaluator.outputs(graph)
-        return compare(self._reference, outputs, self.samples.labels)
+        return self.compare(self._reference, outputs)
+
+    def compare(self, reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> Agreement:
+        """:func:`compare` on the outputs that carry signal on these samples (all, if every one does)."""
+        return _compare(reference, outputs, self.samples.labels, self._judged)
 
     def measure(self, model: ir.Model | Graph) -> float:
         """Loss of ``model`` against the original graph on the samples (runs it on the backend)."""
@@ -139,6 +151,22 @@ class PassContext:
 
     def detail(self, key: str, value: Any) -> None:
         self.details[key] = value
+
+
+def _compare(
+    reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray], labels: np.ndarray | None,
+    judged: Sequence[int] | None,
+) -> Agreement:
+    if judged is None or len(judged) == len(reference):
+        return compare(reference, outputs, labels)
+    return compare([reference[i] for i in judged], [outputs[i] for i in judged], labels)
+
+
+def _calib_hint(samples: SampleSet) -> str:
+    if samples.generated:
+        return ("give real samples: OptimizationConfig(calibration_data=...), or edgecore optimize --calib FILE.npz "
+                "(one array per input name, samples along axis 0)")
+    return "even the given calibration samples do not exercise them: give samples on which the model answers"
 
 
 def _serves(spec: PassSpec, backend: str) -> bool:
@@ -189,8 +217,10 @@ class PassManager:
 
     ``passes``: the :class:`PassSpec` list to run (default: chosen from the config among the
     passes registered through ``edgecore_passes``). ``backend``: which backend checks the passes
-    and which backend-specific passes apply (``"auto"``, a name, or ``"reference"`` for
-    ``onnx.reference``). ``engine_config``: the settings of the engines that run the checks.
+    and which backend-specific passes apply (``"auto"`` or a backend name). ``engine_config``: the
+    settings the backend compiles with, as the serving engine's. ``onnx_reference=True`` checks the
+    passes with core's ``onnx.reference`` evaluator instead of a backend (the report says
+    ``onnx.reference``); backend-specific passes then apply only if ``backend`` names one.
     """
 
     def __init__(
@@ -201,8 +231,10 @@ class PassManager:
         backend: str = "auto",
         engine_config: EngineConfig | None = None,
         plugin_manager: PluginManager | None = None,
+        onnx_reference: bool = False,
     ) -> None:
         self.config = config or OptimizationConfig()
+        self.onnx_reference = onnx_reference
         self._passes = list(passes) if passes is not None else None
         self.backend = engine_config.backend if engine_config is not None and backend == "auto" else backend
         self._engine_config = engine_config
@@ -221,7 +253,8 @@ class PassManager:
         config = self.config
         samples = SampleSet.from_config(config, graph.inputs)
         evaluator = Evaluator(
-            samples, backend=self.backend, engine_config=self._engine_config, plugin_manager=self._pm
+            samples, backend=self.backend, engine_config=self._engine_config, plugin_manager=self._pm,
+            onnx_reference=self.onnx_reference,
         )
         try:
             reference = evaluator.outputs(graph)
@@ -230,13 +263,18 @@ class PassManager:
         except Exception as exc:
             raise OptimizationError(f"{graph.name}: the unoptimized graph does not run on the samples: {exc}") from exc
         backend = evaluator.backend
-        original_accuracy = compare(reference, reference, samples.labels).accuracy
+        signal = signal_of(reference, [s.name for s in graph.outputs])
+        judged = signal.judged if signal.can_judge else None
+        if signal.flat:
+            logger.warning("%s: %s; %s", graph.name, signal.reason, _calib_hint(samples))
+        original_accuracy = _compare(reference, reference, samples.labels, judged).accuracy
         if samples.labels is not None and original_accuracy is None:
             raise OptimizationError(
                 f"{graph.name}: labels were given, but no output looks like class scores [samples, classes]"
             )
+        serves = self.backend if self.onnx_reference and self.backend != "auto" else backend
         specs = self._passes if self._passes is not None else select_passes(
-            config, self._plugin_manager().passes(), backend
+            config, self._plugin_manager().passes(), serves
         )
         logger.info("optimizing %s on %s with passes %s (%s)", graph.name, backend, [s.name for s in specs],
                     samples.description)
@@ -247,10 +285,11 @@ class PassManager:
         for spec in specs:
             context = PassContext(
                 config=config, samples=samples, evaluator=evaluator, reference=reference,
-                original_accuracy=original_accuracy, spec=spec,
+                original_accuracy=original_accuracy, spec=spec, judged=judged,
             )
             pass_started = time.perf_counter_ns()
-            record, candidate, outputs = self._run_pass(spec, context, current, current_outputs, current_stats)
+            record, candidate, outputs = self._run_pass(spec, context, current, current_outputs, current_stats,
+                                                        signal)
             if profiler.active:  # the "optimize/<pass>" trace stage: the pass and its check
                 profiler.record(f"optimize/{spec.name}", pass_started, time.perf_counter_ns(), args={
                     "pass": spec.name, "stage": spec.stage, "status": record.status, "backend": backend,
@@ -259,7 +298,7 @@ class PassManager:
             records.append(record)
             if record.status == KEPT:
                 current, current_outputs, current_stats = candidate, outputs, record.after
-        final = compare(reference, current_outputs, samples.labels)
+        final = _compare(reference, current_outputs, samples.labels, judged) if signal.can_judge else None
         metric = TOP1 if samples.labels is not None else COSINE
         report = OptimizationReport(
             model=graph.name,
@@ -273,7 +312,9 @@ class PassManager:
             passes=records,
             original_accuracy=original_accuracy,
             final_agreement=final,
-            final_loss=_loss(final, original_accuracy, metric),
+            final_loss=_loss(final, original_accuracy, metric) if final is not None else None,
+            signal=signal,
+            check_hint=_calib_hint(samples) if signal.flat else "",
             seconds=time.perf_counter() - started,
             config=config.to_json(),
         )
@@ -281,14 +322,19 @@ class PassManager:
 
     def _run_pass(
         self, spec: PassSpec, context: PassContext, current: Graph, current_outputs: list[np.ndarray],
-        before: GraphStats,
+        before: GraphStats, signal: Signal,
     ) -> tuple[PassRecord, Graph | None, list[np.ndarray] | None]:
-        base = dict(name=spec.name, stage=spec.stage, exact=spec.exact, before=before)
+        judged = signal.can_judge
+        base = dict(name=spec.name, stage=spec.stage, exact=spec.exact, before=before, judged=judged)
 
         def record(status: str, reason: str, **more: Any) -> PassRecord:
             return PassRecord(**base, status=status, reason=reason, notes=context.notes, details=context.details,
                               **more)
 
+        if not judged and not spec.exact:
+            why = ("not run: the check cannot judge a lossy pass on these samples (the reference outputs "
+                   "do not respond to them; see the report's check)")
+            return record(SKIPPED, why), None, None
         if spec.stage == "precision" and is_quantized(current):
             why = "the graph is already quantized; mixed precision applies to float graphs"
             return record(SKIPPED, why), None, None
@@ -317,15 +363,20 @@ class PassManager:
             logger.warning("graph from pass %s does not run: %r", spec.name, exc)
             return record(FAILED, f"the optimized graph does not run on {context.backend}: {exc}; rolled back",
                           seconds=seconds, check_seconds=time.perf_counter() - check_started), None, None
-        vs_previous = compare(current_outputs, outputs, context.samples.labels)
-        vs_original = compare(context._reference, outputs, context.samples.labels)
-        loss = context.loss_of(vs_original)
+        vs_previous = compare(current_outputs, outputs, context.samples.labels)  # exact: every output
+        vs_original = context.compare(context._reference, outputs) if judged else None
+        loss = context.loss_of(vs_original) if vs_original is not None else None
         check_seconds = time.perf_counter() - check_started
         more = dict(seconds=seconds, check_seconds=check_seconds, after=after, vs_previous=vs_previous,
                     vs_original=vs_original, loss=loss)
         tolerance = context.config.exact_tolerance
         if spec.exact:
             if vs_previous.max_rel_error <= tolerance and vs_previous.max_rel_error == vs_previous.max_rel_error:
+                if not judged:
+                    return record(KEPT, f"exact pass, kept unjudged: outputs within float rounding of the previous "
+                                        f"graph's ({vs_previous.max_rel_error:.2g} of their range), but these samples "
+                                        f"cannot judge it (the reference outputs do not respond to them; see the "
+                                        f"report's check)", **more), candidate, outputs
                 return record(KEPT, f"exact: outputs within float rounding ({vs_previous.max_rel_error:.2g} "
                                     f"<= {tolerance:g} of their range)", **more), candidate, outputs
             return record(ROLLED_BACK, f"an exact pass changed the outputs by {vs_previous.max_rel_error:.3g} of "

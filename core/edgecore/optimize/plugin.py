@@ -1,4 +1,5 @@
-"""Core's optimization passes, registered through ``edgecore_passes`` like any plugin's.
+"""Core's optimization passes, registered through ``edgecore_passes`` like any plugin's, and
+core's optimizer behind ``Engine.optimize`` (``edgecore_optimize``, ``trylast``).
 
 Each factory takes the :class:`~edgecore.optimize.manager.PassContext` (config, samples, the
 pass's ``custom_options``) and returns an ``onnx_ir`` pass.
@@ -14,9 +15,29 @@ from edgecore.specs import PassSpec
 if TYPE_CHECKING:
     import onnx_ir as ir
 
+    from edgecore.config import EngineConfig
+    from edgecore.graph import Graph
+    from edgecore.optimize.config import OptimizationConfig
     from edgecore.optimize.manager import PassContext
+    from edgecore.optimize.report import OptimizationReport
+    from edgecore.plugins import PluginManager
 
-__all__ = ["edgecore_passes"]
+__all__ = ["edgecore_optimize", "edgecore_passes"]
+
+
+@hookimpl(trylast=True)
+def edgecore_optimize(
+    graph: Graph,
+    config: OptimizationConfig | None,
+    backend: str,
+    engine_config: EngineConfig,
+    plugin_manager: PluginManager,
+) -> tuple[Graph, OptimizationReport]:
+    """The :class:`~edgecore.optimize.manager.PassManager` on ``backend`` with the engine's settings."""
+    from edgecore.optimize.manager import PassManager
+
+    manager = PassManager(config, backend=backend, engine_config=engine_config, plugin_manager=plugin_manager)
+    return manager.run(graph)
 
 
 def _graph_optimization(context: PassContext) -> ir.passes.PassBase:

@@ -13,7 +13,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgecore.graph import Graph
-from edgecore.optimize.agreement import Agreement
+from edgecore.optimize.agreement import Agreement, Signal
 
 __all__ = ["GraphStats", "PassRecord", "OptimizationReport", "KEPT", "ROLLED_BACK", "SKIPPED", "FAILED", "UNCHANGED"]
 
@@ -69,7 +69,9 @@ class PassRecord:
     why in words. ``vs_previous`` compares with the graph before the pass, ``vs_original`` with the
     unoptimized graph; ``loss`` is the budgeted figure against the original (top-1 points, or
     ``1 - cosine``). ``notes`` and ``details`` are what the pass itself reported (calibration used,
-    nodes left in float, channels removed...).
+    nodes left in float, channels removed...). ``judged`` is False when the samples could not judge
+    the pass (the reference outputs carry no signal: see :class:`OptimizationReport`); the
+    figures against the original are then left out.
     """
 
     name: str
@@ -86,6 +88,7 @@ class PassRecord:
     loss: float | None = None
     notes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     details: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen)
+    judged: bool = True
 
     @property
     def kept(self) -> bool:
@@ -97,6 +100,7 @@ class PassRecord:
             "stage": self.stage,
             "status": self.status,
             "reason": self.reason,
+            "judged": self.judged,
             "exact": self.exact,
             "seconds": round(self.seconds, 4),
             "check_seconds": round(self.check_seconds, 4),
@@ -117,6 +121,11 @@ class OptimizationReport:
     ``metric`` names the budgeted figure (``top1_points`` or ``cosine_loss``); ``budget`` its limit.
     ``samples`` describes what the passes were checked on (``generated_samples`` when no calibration
     data was given). ``final_agreement`` compares the final graph with the original.
+
+    ``signal`` says whether the reference outputs vary across the samples enough to judge a pass
+    (:func:`~edgecore.optimize.agreement.signal_of`); when they do not (:attr:`can_judge` False),
+    ``final_agreement`` and ``final_loss`` are None, lossy passes are skipped, and ``check_hint``
+    says what samples to give instead.
     """
 
     model: str
@@ -133,6 +142,21 @@ class OptimizationReport:
     final_loss: float | None = None
     seconds: float = 0.0
     config: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen)
+    signal: Signal | None = None
+    check_hint: str = ""
+
+    @property
+    def can_judge(self) -> bool:
+        """Whether the checks could judge the passes (some reference output responds to the samples)."""
+        return self.signal is None or self.signal.can_judge
+
+    @property
+    def check_problem(self) -> str:
+        """What limits the checks, in words, with what to do about it ('' when nothing does)."""
+        if self.signal is None or not self.signal.flat:
+            return ""
+        head = "the check cannot judge" if not self.signal.can_judge else "the checks ignore some outputs"
+        return f"{head}: {self.signal.reason}" + (f"; {self.check_hint}" if self.check_hint else "")
 
     @property
     def kept(self) -> tuple[str, ...]:
@@ -171,6 +195,7 @@ class OptimizationReport:
             "seconds": round(self.seconds, 3),
             "passes": [p.to_json() for p in self.passes],
             "config": _jsonable(dict(self.config)),
+            "check": dict(self.signal.to_json(), problem=self.check_problem) if self.signal is not None else None,
         }
 
     def format_table(self) -> str:
@@ -188,7 +213,7 @@ class OptimizationReport:
                     _change(p.before.parameters if p.before else None, p.after.parameters if p.after else None),
                     _change(_mb(p.before), _mb(p.after), fmt="{:.2f}"),
                     _sci(p.vs_previous.max_rel_error) if p.vs_previous else "-",
-                    _sci(p.loss) if p.loss is not None else "-",
+                    _sci(p.loss) if p.loss is not None else ("-" if p.judged else "not judged"),
                 ]
             )
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
@@ -196,6 +221,8 @@ class OptimizationReport:
             f"Optimization of {self.model} on {self.backend}: checked on {self.samples}; "
             f"budget {self.metric} <= {_sci(self.budget)}",
         ]
+        if self.check_problem:
+            lines.append(("CHECK CANNOT JUDGE: " if not self.can_judge else "NOTE: ") + self.check_problem)
         for i, row in enumerate(rows):
             lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
             if i == 0:
@@ -206,7 +233,9 @@ class OptimizationReport:
         final = f"total: {self.original.nodes} -> {self.final.nodes} nodes, " + (
             f"{self.original.bytes / 1e6:.2f} -> {self.final.bytes / 1e6:.2f} MB ({self.size_reduction:.2f}x smaller)"
         )
-        if self.final_agreement is not None:
+        if not self.can_judge:
+            final += ", agreement with the original not judged (see above)"
+        elif self.final_agreement is not None:
             final += f", cosine to original {self.final_agreement.cosine:.6f}"
             if self.final_agreement.accuracy is not None and self.original_accuracy is not None:
                 final += f", top-1 {self.original_accuracy:.2f}% -> {self.final_agreement.accuracy:.2f}%"
