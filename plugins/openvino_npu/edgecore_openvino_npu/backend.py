@@ -21,12 +21,12 @@ import time
 from typing import Any
 
 from edgecore.backend import Availability, Backend, CompileOptions, DeviceInfo, op_name
-from edgecore.errors import BackendUnavailableError, ConfigurationError, ModelLoadError
+from edgecore.errors import BackendUnavailableError, ConfigurationError, ModelLoadError, UnsupportedOperatorError
 from edgecore.graph import Graph
 
 from edgecore_openvino_npu import _ov
 from edgecore_openvino_npu.buckets import BucketPlan
-from edgecore_openvino_npu.compiled import Executable, OpenVinoCompiledModel, _plain
+from edgecore_openvino_npu.compiled import Executable, OpenVinoCompiledModel, _plain, _port_index
 from edgecore_openvino_npu.devices import list_devices
 from edgecore_openvino_npu.options import OvSettings, resolve
 
@@ -95,12 +95,16 @@ class OpenVinoBackend(Backend):
         availability = self.availability()
         if not availability.ok:
             raise BackendUnavailableError(f"openvino is unavailable: {availability.reason}")
+        _refuse_strings(graph)
         settings = resolve(options, graph.fingerprint)
         properties = self.properties(settings)
-        plan = None
+        plan = template = None
         if settings.buckets:
             sizes = None if settings.buckets is True else settings.buckets
-            plan = BucketPlan(graph.inputs, graph.outputs, sizes)
+            if not all(s.is_static for s in graph.inputs):
+                template = self._read(graph)
+            plan = BucketPlan(graph.inputs, graph.outputs, sizes,
+                              infer_shapes=_shape_inference(template, graph) if template is not None else None)
             if not plan.is_dynamic:
                 plan = None
         if plan is None and settings.kind == "npu" and not all(s.is_static for s in graph.inputs):
@@ -112,12 +116,12 @@ class OpenVinoBackend(Backend):
         if plan is None:
             compiled = self._compile(graph.to_bytes(), graph, settings, properties)
             exe = Executable(compiled, [s.name for s in graph.inputs], [s.name for s in graph.outputs],
-                             options.memory_pool)
+                             options.memory_pool,
+                             rebuild=lambda: self._compile(graph.to_bytes(), graph, settings, properties))
             model = OpenVinoCompiledModel(graph, device=settings.device, pool=options.memory_pool, executable=exe,
                                           profile=options.profile_ops)
             self._check_precision(compiled, settings)
         else:
-            template = self._read(graph)
 
             def build(shapes: list[tuple[int, ...]]) -> Any:
                 static = template.clone()
@@ -177,6 +181,52 @@ class OpenVinoBackend(Backend):
                 "openvino: %s was asked for %s precision and runs %s (the device lacks it)",
                 settings.device, settings.precision, effective,
             )
+
+
+def _refuse_strings(graph: Graph) -> None:
+    """String tensors are refused at compile: OpenVINO 2026.4 runs an Identity on them but aborts the
+    whole process ("double free or corruption") on a Reshape of one, and its ONNX frontend needs
+    openvino-tokenizers for the string operators. ONNX Runtime (backend ``cpu_simd``) runs them."""
+    import onnx_ir as ir
+
+    found = [f"input {s.name!r}" for s in graph.inputs if s.dtype.numpy.kind == "O"]
+    found += [f"output {s.name!r}" for s in graph.outputs if s.dtype.numpy.kind == "O"]
+    ops = set()
+    for node in ir.traversal.RecursiveGraphIterator(graph.model.graph):
+        values = [v for v in node.outputs if v is not None and v.dtype == ir.DataType.STRING]
+        cast = node.op_type == "Cast" and node.attributes.get("to") is not None and \
+            node.attributes["to"].value == ir.DataType.STRING
+        if values or cast:
+            ops.add(op_name(node.domain, node.op_type))
+            if len(found) < 8:
+                found.append(f"{node.op_type} node {node.name!r}")
+    found += [f"initializer {name!r}" for name, v in graph.model.graph.initializers.items()
+              if v.dtype == ir.DataType.STRING]
+    if found:
+        raise UnsupportedOperatorError(
+            f"openvino does not run string tensors (its CPU plugin aborts the process on some string "
+            f"operations); {graph.name} has string {', '.join(found)}. Use backend 'cpu_simd' (ONNX Runtime), "
+            f"which runs them",
+            ops=tuple(sorted(ops)) or ("string tensors",),
+        )
+
+
+def _shape_inference(template: Any, graph: Graph) -> Any:
+    """``shapes(input shapes) -> output shapes`` by OpenVINO's shape inference on ``template``
+    (graph output order; None for a dimension OpenVINO cannot size from the input shapes)."""
+    in_names = [s.name for s in graph.inputs]
+    out_index = [_port_index(template.outputs, s.name) for s in graph.outputs]
+
+    def shapes(input_shapes: list[tuple[int, ...]]) -> list[tuple[int | None, ...]]:
+        model = template.clone()
+        model.reshape({name: list(shape) for name, shape in zip(in_names, input_shapes)})
+        found = []
+        for i in out_index:
+            partial = model.outputs[i].get_partial_shape()
+            found.append(tuple(d.get_length() if d.is_static else None for d in partial))
+        return found
+
+    return shapes
 
 
 def _unconverted(model: Any) -> set[str]:

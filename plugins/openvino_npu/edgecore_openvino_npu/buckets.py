@@ -3,7 +3,10 @@
 Each dynamic dimension of the inputs (by its symbolic name: ``batch``, ``sequence``; an unnamed one
 is named ``<input>:<axis>``) gets a short ascending list of sizes. A request is padded with zeros up
 to the smallest bucket that holds it in every dimension, run on the static model compiled for that
-bucket, and its outputs are sliced back along every axis whose symbolic name is a bucketed one.
+bucket, and its outputs are sliced back along every axis whose symbolic name is a bucketed one. An
+unnamed dynamic output axis (``dim_param`` absent, or ``dim_value: -1`` as paddle2onnx and other
+exporters write it) is matched to a bucketed dimension by shape inference when the caller gives
+``infer_shapes`` (the axis follows that dimension when it changes), else axis 0 is taken as the batch.
 
 Zero padding is exact for a batch dimension (samples do not see each other) and for a sequence
 dimension whose padding an attention mask hides (a zero ``attention_mask`` masks the pad tokens). It
@@ -16,7 +19,7 @@ Pure bookkeeping; no OpenVINO here. Thread-safe (immutable after construction).
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -32,6 +35,8 @@ DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
 DEFAULT_OTHER_BUCKETS = (16, 32, 64, 128, 256, 512)
 
 Key = tuple[int, ...]
+#: ``infer_shapes(static input shapes) -> output shapes`` (None for a dimension it cannot size).
+ShapeInference = Callable[[list[tuple[int, ...]]], Sequence[Sequence["int | None"]]]
 
 
 class BucketPlan:
@@ -42,6 +47,7 @@ class BucketPlan:
         inputs: Sequence[TensorSpec],
         outputs: Sequence[TensorSpec],
         sizes: Mapping[str, Sequence[int]] | None = None,
+        infer_shapes: ShapeInference | None = None,
     ) -> None:
         self.inputs = tuple(inputs)
         self.outputs = tuple(outputs)
@@ -68,27 +74,66 @@ class BucketPlan:
         self.sizes: tuple[tuple[int, ...], ...] = tuple(
             tuple(given[n]) if n in given else self._default(n) for n in names
         )
-        self._out_axes = tuple(self._output_axes(spec) for spec in self.outputs)
+        traced = self._traced_axes(infer_shapes) if infer_shapes is not None else None
+        self._out_axes = tuple(
+            self._output_axes(spec, traced[n] if traced is not None else None) for n, spec in enumerate(self.outputs)
+        )
 
     def _default(self, name: str) -> tuple[int, ...]:
         first_axes = {axis for axes in self._in_axes for axis, i in axes if self.dims[i] == name}
         return DEFAULT_BATCH_BUCKETS if first_axes == {0} else DEFAULT_OTHER_BUCKETS
 
-    def _output_axes(self, spec: TensorSpec) -> tuple[tuple[int, int], ...]:
-        """``(axis, dim index)`` of the output axes to slice back."""
+    def _output_axes(self, spec: TensorSpec, traced: dict[int, int] | None) -> tuple[tuple[int, int], ...]:
+        """``(axis, dim index)`` of the output axes to slice back (``traced``: unnamed axis -> dim index
+        found by shape inference; None: no shape inference, axis 0 is the batch)."""
         found = []
+        unsliced = []
         for axis, dim in enumerate(spec.shape):
             if isinstance(dim, str) and dim in self.dims:
                 found.append((axis, self.dims.index(dim)))
+            elif dim is None and traced is not None:
+                if axis in traced:
+                    found.append((axis, traced[axis]))
+                else:
+                    unsliced.append(f"axis {axis}")
             elif dim is None and axis == 0 and self._batch_dim() is not None:
                 found.append((0, self._batch_dim()))
-        unsliced = [d for d in spec.shape if isinstance(d, str) and d not in self.dims]
+            elif isinstance(dim, str):
+                unsliced.append(dim)
         if unsliced:
             logger.warning(
-                "openvino buckets: output %r has dynamic dimensions %s that no input names; they are not unpadded",
-                spec.name, unsliced,
+                "openvino buckets: output %r has dynamic dimensions %s that follow no bucketed input dimension; "
+                "they are not unpadded", spec.name, unsliced,
             )
         return tuple(found)
+
+    def _traced_axes(self, infer_shapes: ShapeInference) -> list[dict[int, int]] | None:
+        """Per output, ``{axis: dim index}`` for the unnamed axes that follow a bucketed dimension:
+        the axis has that dimension's size in the smallest bucket and still has it when only that
+        dimension grows to its next size. None when shape inference fails."""
+        unnamed = [[a for a, d in enumerate(spec.shape) if d is None] for spec in self.outputs]
+        if not any(unnamed) or not self.dims:
+            return [{} for _ in self.outputs]
+        base = tuple(sizes[0] for sizes in self.sizes)
+        try:
+            base_shapes = infer_shapes(self.input_shapes(base))
+            traced: list[dict[int, int]] = [{} for _ in self.outputs]
+            for i, sizes in enumerate(self.sizes):
+                if len(sizes) < 2:
+                    continue
+                grown = base[:i] + (sizes[1],) + base[i + 1 :]
+                grown_shapes = infer_shapes(self.input_shapes(grown))
+                for n, axes in enumerate(unnamed):
+                    for axis in axes:
+                        if axis in traced[n] or axis >= len(base_shapes[n]) or axis >= len(grown_shapes[n]):
+                            continue
+                        if base_shapes[n][axis] == base[i] and grown_shapes[n][axis] == grown[i]:
+                            traced[n][axis] = i
+        except Exception as exc:  # a model that does not take the bucket shapes: fall back to axis 0
+            logger.warning("openvino buckets: shape inference over the buckets failed (%r); unnamed output "
+                           "axis 0 is taken as the batch", exc)
+            return None
+        return traced
 
     def _batch_dim(self) -> int | None:
         for axes in self._in_axes:

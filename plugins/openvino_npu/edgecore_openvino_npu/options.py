@@ -23,6 +23,14 @@ device's ``SUPPORTED_PROPERTIES``.
 
 ``inter_op_threads``, ``graph_optimization_level`` and ``enable_hardware_acceleration`` have no
 OpenVINO counterpart and are ignored (OpenVINO always runs its own graph transformations).
+
+``shared_cores`` on the CPU (the engine's ``instances`` > 1: each instance is a compiled model of
+its own, given ``num_threads`` = cores / instances): each gets ``NUM_STREAMS`` 1 (the instances are
+the parallelism; a throughput hint would give each of them streams over all cores) and
+``ENABLE_CPU_PINNING`` False: every compiled model places its stream threads without knowing the
+others (``ENABLE_CPU_RESERVATION`` is off), so pinned instances can land on the same cores (Intel's
+note 000058227: two pinned processes at half speed). An explicit ``num_streams`` or
+``ENABLE_CPU_PINNING`` wins. ONNX Runtime's other remedy, no spin-waiting, has no OpenVINO setting.
 """
 
 from __future__ import annotations
@@ -167,6 +175,11 @@ def resolve(options: CompileOptions, fingerprint: str) -> OvSettings:
         props["PERFORMANCE_HINT_NUM_REQUESTS"] = _positive_int("num_requests", custom.pop("num_requests"))
     if options.profile_ops:
         props["PERF_COUNT"] = True
+    if options.shared_cores and kind == "cpu":  # upper-case keys in custom_options, applied below, win
+        if "NUM_STREAMS" not in props and "NUM_STREAMS" in supported:
+            props["NUM_STREAMS"] = 1
+        if supported.get("ENABLE_CPU_PINNING") == "RW":
+            props["ENABLE_CPU_PINNING"] = False
 
     npu_mode = custom.pop("npu_optimization", "default")
     if npu_mode not in NPU_OPTIMIZATION:
