@@ -18,9 +18,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgecore import Engine, EngineConfig, InvalidInputError, QueueFullError, RequestTimeoutError
-from edgecore._batching import AdaptiveBatchSize, batch_dimension
+from edgecore._policy import AdaptiveBatchSize, batch_dimension
 from edgecore.backend import CompiledModel
-from edgecore.errors import ConfigurationError, EngineClosedError
+from edgecore.errors import BackendExecutionError, ConfigurationError, EdgecoreError, EngineClosedError
 from edgecore.memory import MemoryPool
 from edgecore.scheduler import Scheduler
 from edgecore.stats import StatsRecorder
@@ -245,8 +245,8 @@ def test_a_failing_request_fails_alone_and_its_batch_completes():
     for f in futures:
         try:
             outcomes.append(float(f.result(5)["y"][0, 0]))
-        except ValueError as exc:
-            outcomes.append(str(exc))
+        except BackendExecutionError as exc:
+            outcomes.append(str(exc.__cause__))
     sched.close()
     assert outcomes == [2.0, 4.0, "poisoned input", 8.0]
     assert [len(b) for b in model.batches[1:]] == [4, 1, 1, 1, 1]  # the batch, then one by one
@@ -321,10 +321,12 @@ def test_an_internal_error_still_resolves_every_future(monkeypatch):
     sched = scheduler(model, max_batch_size=4, adaptive_batching=False)
     held(model, sched)
     futures = [sched.submit(f) for f in rows(1, 2, 3)]
-    monkeypatch.setattr(sched, "_take", lambda key, size: 1 / 0)
+    monkeypatch.setattr(sched, "_take", lambda head, now, mark: 1 / 0)
     model.gate.set()
     done, pending = wait(futures, 5)
-    assert not pending and all(isinstance(f.exception(), ZeroDivisionError) for f in futures)
+    assert not pending
+    for f in futures:
+        assert isinstance(f.exception(), EdgecoreError) and isinstance(f.exception().__cause__, ZeroDivisionError)
     monkeypatch.undo()
     assert sched.submit(rows(5)[0]).result(5)["y"][0, 0] == 10  # and it keeps serving
     sched.close()
@@ -346,7 +348,7 @@ def test_a_waiting_caller_runs_its_own_batch_when_the_model_is_free():
     class Recording(ScriptedModel):
         def _run(self, feeds, out=None, deadline_ns=0):
             self.threads.append(threading.get_ident())
-            return super().run(feeds, out)
+            return super()._run(feeds, out, deadline_ns)
 
     model = Recording()
     model.threads = []

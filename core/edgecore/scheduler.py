@@ -2,7 +2,9 @@
 
 :meth:`Scheduler.submit` takes feeds already checked against the model and returns a
 :class:`concurrent.futures.Future`; worker threads take batches of compatible requests off the
-queue, run them, and resolve each future with that request's slice of the outputs.
+queue, run them, and resolve each future with that request's slice of the outputs. What to send and
+when is decided by a :class:`~edgecore._policy.BatchPolicy` (pure, tested alone); this module owns
+the threads, the lock and the futures.
 
 Semantics
 ---------
@@ -14,27 +16,39 @@ Semantics
   with one dynamic dimension, or whose outputs start with a fixed one, is never batched: each
   request runs alone. A batched run whose outputs do not have the batch's size along dimension 0
   turns batching off for the model and its requests are run again one by one.
-* **Batch size** (in items, Triton's rules). With ``preferred_batch_sizes``, the largest preferred
-  size the queue can fill is sent at once. Without, a batch of ``max_batch_size`` (or the adaptive
-  limit) is sent as soon as the queue holds one. Otherwise the worker waits until
-  ``max_queue_delay_us`` after the oldest request arrived, then sends what is there. Closing
+* **Batch size** (in items; :class:`~edgecore._policy.BatchPolicy`). With ``preferred_batch_sizes``,
+  the largest preferred size the queue can fill is sent at once. Without, a batch of
+  ``max_batch_size`` (or the adaptive limit) is sent as soon as the queue holds one. Otherwise the
+  head waits until ``max_queue_delay_us`` after it arrived, then what is there is sent. Closing
   (``drain=True``) sends at once.
-* **Adaptive batching** (``adaptive_batching``): the limit on the batch size is learned online by
-  :class:`~edgecore._batching.AdaptiveBatchSize` (the limit past which throughput stops rising,
-  measured over windows of batches), and it is lowered further when the oldest request's deadline
-  would not survive the expected time of a larger batch. The wait for a fuller batch is skipped while recent waits
-  brought no new request (a lone closed-loop client, say); every 32nd time it is tried again.
-* **Timeouts.** ``timeout_ms`` (default ``default_timeout_ms``; 0 = none) bounds the time a request
-  may wait in the queue. A request still queued past it is answered with
-  :class:`~edgecore.errors.RequestTimeoutError` and never runs: on time by an idle worker, and
-  otherwise as soon as a worker finishes its batch. A request that started running is answered
-  with its outputs.
+* **Adaptive batching** (``adaptive_batching``): the limit is learned online by
+  :class:`~edgecore._policy.AdaptiveBatchSize`, starting half way up (so that a fresh engine under
+  load batches at once) and sweeping every limit; it is lowered further when the head's deadline
+  would not survive the expected time of a larger batch, and the wait for a fuller batch is skipped
+  while recent waits brought no new request.
+* **Timeouts** (``timeout_ms``, default ``default_timeout_ms``; 0 = none) cover the whole request. A
+  request still queued at its deadline is answered with :class:`~edgecore.errors.RequestTimeoutError`
+  and never runs: on time by an idle worker or by its caller waiting in ``result()``, and otherwise
+  as soon as a worker finishes its batch. A running request carries its deadline into
+  ``CompiledModel.execute`` (a batch: the latest deadline of its requests, none if one has none);
+  a backend that can stop its runtime answers ``RequestTimeoutError`` then, one that cannot returns
+  the outputs late.
 * **Bounded queue.** ``max_queue_size`` (0 = unbounded) requests may wait; past it ``submit`` raises
   :class:`~edgecore.errors.QueueFullError` at once and the request is not accepted.
-* **Errors.** A batched run that raises is retried one request at a time, so that only the requests
-  that fail alone fail. Every accepted future resolves: with its outputs, a timeout, the model's
-  error, :class:`~edgecore.errors.EngineClosedError` (``close(drain=False)``), or, should the
-  scheduler itself fail, that error. A cancelled future is dropped when its batch is formed.
+* **Errors.** A batched run that fails (its assembly included, e.g.
+  :class:`~edgecore.errors.MemoryBudgetExceeded`) is retried one request at a time, once the batch's
+  buffers are released, so that only the requests that fail alone fail; a batch that timed out is
+  not retried. The frames that ran a failed request let go of it before they return, as
+  ``concurrent.futures`` does: the failure's traceback holds them and the future holds the failure,
+  so a kept frame holding the future would be a cycle that keeps buffers until the garbage collector.
+* **Every accepted future resolves**: with its outputs, a timeout, the model's error,
+  :class:`~edgecore.errors.EngineClosedError` (``close(drain=False)``), or an
+  :class:`~edgecore.errors.EdgecoreError` saying the scheduler failed. Whoever takes requests off
+  the queue answers them inside one ``try``/``finally`` that fails whatever is still unanswered. A
+  caller blocked in ``result()`` without a timeout (``Engine.run``) also wakes every
+  ``CHECK_INTERVAL_S`` (or at its deadline) to check that its request is queued with a live worker
+  or being run by a thread that has not finished its batch, and fails it otherwise. A cancelled
+  future is dropped when its batch is formed and counted in :attr:`Scheduler.cancelled`.
 * **Memory.** Batched inputs are concatenated into buffers from the engine's pool, released when
   the run returns. Each request's outputs are views into the batch's output buffers; a view keeps
   its whole buffer out of the pool for as long as the caller holds it (numpy views do). Inputs are
@@ -44,34 +58,32 @@ Concurrency
 -----------
 * **Caller threads** (``submit``) append their request to the queue under ``_lock``, take one idle
   worker whose model is free off ``_idle`` if there is one, and wake it after leaving the lock
-  (each worker sleeps on its own pre-allocated lock used as a binary semaphore: cheaper than a
-  Condition, and the woken worker does not wake into a held lock).
+  (each worker sleeps on its own pre-allocated lock used as a binary semaphore).
 * **Helping callers.** A caller blocked in ``future.result()`` (no timeout) whose request is still
-  queued may take its batch itself, exactly as a worker would (same rules), when some instance's
+  queued may take its batch itself, exactly as a worker would (same policy), when some instance's
   model is free: it marks that instance in use, runs the batch in its own thread and resolves the
-  batch's futures, then frees the instance and wakes its worker if requests wait. This saves the
-  two thread handoffs per request when the engine is lightly loaded.
-* **Worker threads**, one per compiled model (``instances``), named ``edgecore-worker-<i>``. Each
-  serves its model; ``_in_use[i]`` says who runs model ``i`` now (its worker or a helping caller:
-  never two at once), and a worker whose model is lent out sleeps until the helper wakes it.
-  Backends keep per-thread state (e.g. ORT IOBinding) per calling thread. Under ``_lock`` a worker
-  takes expired requests and the next batch off the queue; outside it, it answers the expired,
-  assembles the batch in pool buffers, runs it, splits the outputs and resolves the futures. Future
-  callbacks (asyncio's included) therefore run in worker threads or helping callers' threads, never
-  under the lock.
+  batch's futures, then frees the instance and wakes its worker if requests wait.
+* **Worker threads**, one per compiled model (``instances``), named ``edgecore-worker-<i>``.
+  ``_in_use[i]`` says who runs model ``i`` now (its worker or a helping caller, never two at once);
+  a worker whose model is lent out sleeps until the helper wakes it. Under ``_lock`` a worker takes
+  expired requests and the next batch off the queue; outside it, it answers the expired, assembles
+  the batch in pool buffers, runs it, splits the outputs and resolves the futures. Futures are never
+  resolved under ``_lock``, so their callbacks (asyncio's included) may call back into the engine.
 * **close** (any thread) sets ``_closing`` under ``_lock``, takes the queued requests when not
   draining, wakes every worker and joins them (except itself, when called from a callback); workers
   leave once the queue is empty; close then waits for helping callers still running a batch.
-  Whatever a failed worker left queued is answered after the join.
-* **Locks.** ``_lock`` guards the queues, their counters, ``_idle``, ``_in_use``, ``_helping`` and
-  the flags. The statistics recorder and the memory pool have their own locks, taken after
-  ``_lock`` or without it, never before it. Busy time of instance ``i`` is written by whoever holds
-  ``_in_use[i]``.
+* **Locks.** ``_lock`` guards the queue, the policy (batching on/off, adaptive limit, waits),
+  ``_idle``, ``_in_use``, ``_helping``, ``_arrivals``, ``cancelled``, the token set ``_live`` and the
+  flags; it is never held while a model runs, a future resolves, or the statistics recorder or the
+  memory pool (their own locks) is called. Nothing that the garbage collector may run (weakref
+  callbacks, ``__del__``) takes ``_lock``. Busy time of instance ``i`` is written by whoever holds
+  ``_in_use[i]``; tokens are removed from ``_live`` (a set: atomic) after their batch is settled.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import logging
 import threading
 import time
@@ -79,94 +91,111 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from edgecore._batching import AdaptiveBatchSize, Request, RequestQueue, batch_dimension
-from edgecore.errors import ConfigurationError, EngineClosedError, QueueFullError, RequestTimeoutError
-from edgecore.profiling.profiler import REQUEST_IDS, get_profiler, next_batch_id
+from edgecore._policy import BatchPolicy
+from edgecore._queue import Request, RequestQueue
+from edgecore._runner import BatchRunner, answer
+from edgecore.errors import ConfigurationError, EdgecoreError, EngineClosedError, QueueFullError
+from edgecore.profiling.profiler import REQUEST_IDS
 
 if TYPE_CHECKING:
     from edgecore.backend import CompiledModel
-    from edgecore.config import EngineConfig
     from edgecore.memory import MemoryPool
     from edgecore.stats import StatsRecorder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Scheduler"]
+__all__ = ["Scheduler", "CHECK_INTERVAL_S"]
+
+#: How often a caller blocked in ``result()`` without a timeout checks that its request is alive.
+CHECK_INTERVAL_S = 1.0
 
 _now = time.perf_counter_ns
-_InvalidState = concurrent.futures.InvalidStateError
-_PENDING = "PENDING"  # concurrent.futures' state name for a future nobody has run or cancelled
+_PENDING = "PENDING"  # concurrent.futures' state names
+_UNRESOLVED = ("PENDING", "RUNNING")
 
 
 class _Future(concurrent.futures.Future):
-    """A Future whose blocking ``result()`` may run its own request's batch in the calling thread.
+    """A Future whose blocking ``result()`` may run its own request's batch in the calling thread,
+    and that never waits forever on a request nobody will answer (see the module docstring)."""
 
-    It does so when the request is still queued, leads the queue (its shapes), a model instance is
-    free and the batching rules say "send now": a lightly loaded caller then pays no thread handoff.
-    """
-
-    def __init__(self, scheduler: Scheduler, key: Any, woken: bool) -> None:
+    def __init__(self, scheduler: Scheduler, key: Any, deadline: int, woken: bool) -> None:
         super().__init__()
-        self._scheduler = scheduler
+        self._scheduler: Scheduler | None = scheduler  # None once settled: a kept future keeps no model
         self._key = key
-        self._taken = False  # off the queue (taken into a batch, expired, or failed at close)
+        self._deadline = deadline
         self._woken = woken  # submit woke a worker for it
+        self._taken = False  # off the queue (into a batch, expired, or dropped at close)
+        self._token = 0  # the batch that took it; in scheduler._live until that batch is settled
 
     def result(self, timeout: float | None = None) -> Any:
-        scheduler = self._scheduler  # None once off the queue: a kept future does not keep the models
-        if scheduler is not None and not self._taken and self._state == _PENDING:
-            if timeout is None:
-                scheduler._help(self)
-            if not self._woken and not self._taken:
-                scheduler._wake()  # the caller could not run it: a worker must
-        return super().result(timeout)
+        scheduler = self._scheduler
+        if timeout is not None or scheduler is None:
+            if scheduler is not None and not self._taken and not self._woken and self._state == _PENDING:
+                scheduler._wake()  # the caller will not run it: a worker must
+            return super().result(timeout)
+        try:
+            while True:
+                if not self._taken and self._state == _PENDING:
+                    scheduler._help(self)
+                    if not self._woken and not self._taken:
+                        scheduler._wake()
+                try:
+                    return super().result(scheduler._check_interval(self))
+                except TimeoutError:
+                    if self._state not in _UNRESOLVED:
+                        return super().result(0)  # resolved meanwhile (or its answer is a TimeoutError)
+                scheduler._check(self)
+        finally:
+            self = scheduler = None  # the raised exception's traceback holds this frame: no cycle
 
 
-def _off(requests: list[Request]) -> list[Request]:
-    """Mark ``requests`` as off the queue for their futures (no helping, no scheduler reference)."""
+def _off(requests: list[Request], token: int) -> list[Request]:
+    """Mark ``requests`` as taken off the queue by the batch ``token`` (no more helping)."""
     for request in requests:
-        request.future._taken, request.future._scheduler = True, None
+        future = request.future
+        future._taken, future._token = True, token
     return requests
 
 
-def _answer(future: _Future, exc: BaseException) -> bool:
-    """Fail ``future`` unless it is resolved or cancelled already; True when this call failed it."""
-    try:
-        future.set_exception(exc)
-    except _InvalidState:
-        return False
-    return True
+def _release(wake: threading.Lock | None) -> None:
+    if wake is not None:
+        wake.release()
 
 
 class Scheduler:
-    """The queue and workers behind ``Engine.submit``; see the module docstring for the rules."""
+    """The queue and workers behind ``Engine.submit``; see the module docstring for the rules.
+
+    ``config`` is an ``EngineConfig`` (its scheduling fields are read; the scheduler sits below the
+    engine's layer and does not import it). ``policy`` replaces the :class:`~edgecore._policy.BatchPolicy` built from ``config`` (it is only
+    ever called under the scheduler's lock).
+    """
 
     def __init__(
         self,
         models: Sequence[CompiledModel],
-        config: EngineConfig,
+        config: Any,
         *,
         stats: StatsRecorder,
         pool: MemoryPool | None = None,
+        policy: BatchPolicy | None = None,
     ) -> None:
         if not models:
             raise ConfigurationError("a Scheduler needs at least one compiled model")
         self._models = tuple(models)
-        self._stats = stats
-        self._pool = pool
         self.max_batch_size = config.max_batch_size
-        self._preferred = tuple(reversed(config.preferred_batch_sizes))  # largest first
-        self._delay_ns = config.max_queue_delay_us * 1000
         self.priority_levels = config.priority_levels
         self._default_timeout_ns = int(config.default_timeout_ms * 1e6)
         self._max_queue = config.max_queue_size
-        why = batch_dimension(models[0].inputs, models[0].outputs) if config.max_batch_size > 1 else "max_batch_size is 1"
-        self.batching = why is None
-        if why and config.max_batch_size > 1:
-            logger.info("requests to this model are not batched: %s", why)
-        self.adaptive = AdaptiveBatchSize(config.max_batch_size) if self.batching and config.adaptive_batching else None
-        self._out_names = tuple(spec.name for spec in models[0].outputs)
-        self._profiler = get_profiler()
+        if policy is None:
+            policy, why = BatchPolicy.for_model(config, models[0].inputs, models[0].outputs)
+            if why:
+                logger.info("requests to this model are not batched: %s", why)
+        self._policy = policy
+        self._runner = BatchRunner(
+            models[0].backend, [spec.name for spec in models[0].outputs], stats=stats, pool=pool,
+            on_cancelled=self._count_cancelled, on_unbatched=self._stop_batching,
+        )
+        self._stats = stats
 
         self._lock = threading.Lock()
         self._wakes = [threading.Lock() for _ in self._models]  # held = no signal pending
@@ -176,12 +205,12 @@ class Scheduler:
         self._in_use = [0] * len(self._models)  # model i runs a batch: the running thread's ident, or 0
         self._helping: set[int] = set()  # threads of callers running a batch
         self._queue = RequestQueue(config.priority_levels)
+        self._tokens = itertools.count(1)
+        self._live: set[int] = set()  # tokens of batches taken off the queue and not settled yet
         self._arrivals = 0  # requests accepted so far
-        self._wait_yield = 1.0  # exponentially weighted arrivals during a wait for a fuller batch
-        self._skipped_waits = 0
         self._closing = False
         self._ids = REQUEST_IDS  # process-wide, so that requests of different engines differ in a trace
-        self.cancelled = 0
+        self.cancelled = 0  # futures cancelled before their batch ran (dropped)
 
         self._started = _now()
         self._busy_ns = [0] * len(self._models)
@@ -191,6 +220,17 @@ class Scheduler:
         ]
         for worker in self._workers:
             worker.start()
+
+    @property
+    def batching(self) -> bool:
+        """Whether requests are batched (False for a model without batch dimension, or once a batched
+        run showed that it has none)."""
+        return self._policy.batching
+
+    @property
+    def adaptive(self) -> Any:
+        """The :class:`~edgecore._policy.AdaptiveBatchSize` learning the limit, or None."""
+        return self._policy.adaptive
 
     # -- callers ------------------------------------------------------------------------------------
 
@@ -217,26 +257,29 @@ class Scheduler:
             timeout_ns = int(timeout_ms * 1e6)
         else:
             raise ConfigurationError(f"timeout_ms must be >= 0 (0 = no timeout), got {timeout_ms!r}")
-        if self.batching:
+        if self._policy.batching:  # read without the lock: a request queued as batching stops runs alone
             key = tuple([array.shape[1:] for array in feeds.values()])
             items = next(iter(feeds.values())).shape[0]
         else:
             key, items = None, 1
-        future = _Future(self, key, wake)
         now = _now()
-        request = Request(feeds, future, key, items, now + timeout_ns if timeout_ns else 0, now, next(self._ids))
+        deadline = now + timeout_ns if timeout_ns else 0
+        future = _Future(self, key, deadline, wake)
+        request = Request(feeds, future, key, items, deadline, now, next(self._ids))
         with self._lock:
             if self._closing:
                 raise EngineClosedError("the engine is closing or closed; it accepts no more requests")
-            if self._max_queue and self._queue.queued >= self._max_queue:
-                self._stats.record_failure("rejected")
-                raise QueueFullError(
-                    f"the queue holds max_queue_size={self._max_queue} requests; retry later, or raise "
-                    f"max_queue_size or the engine's throughput (instances, max_batch_size)"
-                )
-            self._queue.push(request, priority)
-            self._arrivals += 1
-            waker = self._wake_one() if wake and self._idle else None
+            full = self._max_queue and self._queue.queued >= self._max_queue
+            if not full:
+                self._queue.push(request, priority)
+                self._arrivals += 1
+                waker = self._wake_one() if wake and self._idle else None
+        if full:
+            self._stats.record_failure("rejected")
+            raise QueueFullError(
+                f"the queue holds max_queue_size={self._max_queue} requests; retry later, or raise "
+                f"max_queue_size or the engine's throughput (instances, max_batch_size)"
+            )
         if waker is not None:
             waker.release()
         return future
@@ -256,13 +299,19 @@ class Scheduler:
 
         Returns once every accepted request is answered and the workers have left.
         """
-        with self._lock:
-            self._closing = True
-            dropped = [] if drain else self._take_all()
-            idle, self._idle = self._idle, []
-        for index in idle:
-            self._wakes[index].release()
-        self._fail_closed(dropped)
+        dropped: list[Request] = []
+        token = 0
+        try:
+            with self._lock:
+                self._closing = True
+                if not drain:
+                    token, dropped = self._take_all()
+                idle, self._idle = self._idle, []
+            for index in idle:
+                self._wakes[index].release()
+            self._runner.fail(dropped, None)
+        finally:
+            self._settle(dropped, None, token)
         current = threading.current_thread()
         for worker in self._workers:
             if worker is not current:
@@ -271,17 +320,93 @@ class Scheduler:
         while True:
             with self._lock:
                 if not self._helping - {me}:
-                    stranded = self._take_all()
                     break
             time.sleep(0.0005)
-        if stranded:  # only if a worker died: never leave a future pending
-            logger.error("%d queued requests were left by failed workers; failing them", len(stranded))
-            self._fail_closed(stranded)
+        self._fail_stranded("the engine closed")
 
-    def _fail_closed(self, requests: list[Request]) -> None:
+    # -- answering (never under _lock) ----------------------------------------------------------------
+
+    def _settle(self, requests: Sequence[Request], error: BaseException | None, token: int = 0) -> None:
+        """Fail every future of ``requests`` that nobody answered (the scheduler failed, with ``error``
+        or silently), let go of the scheduler, and retire the batch ``token``."""
+        unanswered = 0
         for request in requests:
-            if _answer(request.future, EngineClosedError("the engine was closed before this request ran")):
-                self._stats.record_failure("failed")
+            future = request.future
+            future._scheduler = None
+            if future._state in _UNRESOLVED:
+                unanswered += self._abandon(future, error)
+        if unanswered:
+            logger.error("the scheduler failed %d requests it had not answered (%r)", unanswered, error)
+        if token:
+            self._live.discard(token)
+
+    def _abandon(self, future: _Future, error: BaseException | None) -> bool:
+        """Fail ``future``, which the scheduler failed to answer (``error``: why, if known)."""
+        cause = f"{type(error).__name__}: {error}" if error is not None else "it was left unanswered"
+        failure = EdgecoreError(f"edgecore's scheduler failed while serving this request ({cause})")
+        if isinstance(error, Exception):
+            failure.__cause__ = error
+        if answer(future, failure):
+            self._runner.count(1)
+            return True
+        return False
+
+    def _count_cancelled(self, cancelled: int) -> None:
+        with self._lock:
+            self.cancelled += cancelled
+
+    def _stop_batching(self) -> None:
+        with self._lock:
+            self._policy.stop_batching()
+
+    def _fail_stranded(self, why: str) -> None:
+        """Fail whatever is queued when no worker is left to run it."""
+        token = 0
+        stranded: list[Request] = []
+        try:
+            with self._lock:
+                if self._queue.queued:
+                    token, stranded = self._take_all()
+            if stranded:
+                logger.error("%d queued requests have no worker left to run them (%s); failing them", len(stranded), why)
+                self._runner.fail(stranded, EdgecoreError(f"no scheduler worker is left to run this request ({why})"))
+        finally:
+            self._settle(stranded, None, token)
+
+    # -- a waiting caller's checks ----------------------------------------------------------------------
+
+    def _check_interval(self, future: _Future) -> float:
+        """How long a caller waits before it checks on ``future`` (at most until its deadline)."""
+        deadline = future._deadline
+        if deadline and not future._taken:
+            return min(CHECK_INTERVAL_S, max(deadline - _now(), 0) / 1e9 + 0.0002)
+        return CHECK_INTERVAL_S
+
+    def _check(self, future: _Future) -> None:
+        """After a wait: time out the expired queued requests (a worker may be busy) and fail
+        ``future`` if nobody will answer it."""
+        now = _now()
+        token = 0
+        expired: list[Request] = []
+        try:
+            with self._lock:
+                if now >= self._queue.next_deadline:
+                    self._queue.expire(now, expired)
+                    if expired:
+                        token = next(self._tokens)
+                        self._live.add(token)
+                        _off(expired, token)
+            if expired:
+                self._runner.time_out(expired, now)
+        finally:
+            self._settle(expired, None, token)
+        if not future._taken:
+            if not any(worker.is_alive() for worker in self._workers):
+                self._fail_stranded("the scheduler's workers have stopped")
+        elif future._token not in self._live and future._state in _UNRESOLVED:
+            # taken by a batch that was settled, yet unanswered: a bug; never wait on it forever
+            if self._abandon(future, None):
+                logger.error("a request was taken off the queue and left unanswered; failing it")
 
     # -- the queue (called with _lock held) -----------------------------------------------------------
 
@@ -304,11 +429,10 @@ class Scheduler:
                 finally:
                     self._lock.acquire()
 
-    def _take_all(self) -> list[Request]:
-        return _off(self._queue.take_all())
-
-    def _take(self, key: Any, size: int) -> list[Request]:
-        return _off(self._queue.take(key, size))
+    def _take_all(self) -> tuple[int, list[Request]]:
+        token = next(self._tokens)
+        self._live.add(token)
+        return token, _off(self._queue.take_all(), token)
 
     def _wake(self) -> None:
         """Wake one idle worker whose model is free, if requests wait."""
@@ -326,278 +450,156 @@ class Scheduler:
                 return self._wakes[idle.pop(position)]
         return None
 
-    def _size(self, head: Request, limit: int, now: int, waiting: bool) -> int:
-        """Items to send now for ``head``'s key, or 0 to wait for more (``waiting``: already are)."""
-        if not self.batching or limit <= 1:
-            return limit
-        available = self._queue.items[head.key]
-        for size in self._preferred:
-            if size <= limit and size <= available:
-                return size
-        if available >= limit or self._closing or not self._delay_ns:
-            return limit
-        waited = now - head.arrival
-        if waited >= self._delay_ns:
-            return limit
-        if self.adaptive is not None and not waiting and self._wait_yield < 0.5:
-            self._skipped_waits += 1
-            if self._skipped_waits % 32:
-                return limit  # recent waits brought nothing: do not make this request wait
-        return 0
+    def _take(self, head: Request, now: int, mark: int) -> tuple[int, list[Request]]:
+        """The batch the policy sends now for ``head``, taken off the queue, and its token; (0, [])
+        to wait. ``mark``: arrivals counted when the caller began waiting for a fuller batch (-1: it
+        did not). Nothing after the take can raise."""
+        queue, policy = self._queue, self._policy
+        size = policy.size(
+            policy.limit(head.deadline, now), queue.items[head.key], head.arrival, now,
+            waiting=mark >= 0, closing=self._closing,
+        )
+        if not size:
+            return 0, []
+        token = next(self._tokens)
+        self._live.add(token)
+        batch = _off(queue.take(head.key, size), token)
+        if policy.adaptive is not None:
+            try:
+                items = sum([request.items for request in batch])
+                policy.dispatched(items, now, self._arrivals - mark if mark >= 0 else -1)
+            except Exception:  # the batch runs anyway
+                logger.exception("the batching policy failed to learn from a dispatch")
+        return token, batch
 
-    def _limit(self, head: Request, now: int) -> int:
-        """The largest batch to form for ``head`` (adaptive limit and its deadline's bound)."""
-        adaptive = self.adaptive
-        if adaptive is None:
-            return self.max_batch_size if self.batching else 1
-        limit = adaptive.limit()
-        if head.deadline:
-            left = head.deadline - now
-            while limit > 1 and adaptive.estimate_ns(limit) > left:
-                limit //= 2
-        return limit
-
-    def _next(self, index: int, me: int) -> tuple[list[Request], list[Request]] | None:
-        """Block until there is work: (batch, expired); None once closing with nothing queued.
+    def _next(self, index: int, me: int) -> tuple[int, list[Request], list[Request]] | None:
+        """Block until there is work: (token, batch, expired); None once closing with nothing queued.
 
         Frees the worker's model if it held it (thread ``me``); a returned batch holds it again.
         """
-        expired: list[Request] = []
+        queue = self._queue
         wake = None
         mark = -1  # arrivals counted when this worker began waiting for a fuller batch
         with self._lock:
             if self._in_use[index] == me:
                 self._in_use[index] = 0
             while True:
-                if not self._queue.queued:
+                if not queue.queued:
                     if self._closing:
                         return None
                     self._sleep(index, -1)
                     continue
                 now = _now()
-                if now >= self._queue.next_deadline:
-                    _off(self._queue.expire(now, expired))
+                if now >= queue.next_deadline:
+                    expired = queue.expire(now, [])
                     if expired:
-                        return [], expired
-                    if not self._queue.queued:
+                        token = next(self._tokens)
+                        self._live.add(token)
+                        return token, [], _off(expired, token)
+                    if not queue.queued:
                         continue
-                head = self._queue.head()
-                limit = self._limit(head, now)
-                size = self._size(head, limit, now, mark >= 0)
-                if size and self._in_use[index]:  # a helping caller runs this model: hand the work on
-                    other = self._wake_one()
-                    if other is not None:
-                        other.release()
-                    self._sleep(index, -1)  # the helper wakes this worker when it is done
-                    continue
-                if size:
-                    batch = self._take(head.key, size)
-                    self._in_use[index] = me
-                    if self.adaptive is not None:
-                        self._learn(batch, mark)
-                    if self._queue.queued:
-                        wake = self._wake_one()  # another idle worker may take the rest
-                    break
+                head = queue.head()
+                if self._in_use[index]:  # a helping caller runs this model: hand the work on
+                    if self._policy.size(self._policy.limit(head.deadline, now), queue.items[head.key],
+                                         head.arrival, now, waiting=True, closing=self._closing):
+                        _release(self._wake_one())
+                        self._sleep(index, -1)  # the helper wakes this worker when it is done
+                        continue
+                else:
+                    token, batch = self._take(head, now, mark)
+                    if batch:
+                        self._in_use[index] = me
+                        if queue.queued:
+                            wake = self._wake_one()  # another idle worker may take the rest
+                        break
                 if mark < 0:
                     mark = self._arrivals
-                until = min(head.arrival + self._delay_ns, self._queue.next_deadline)
+                until = min(self._policy.send_by(head.arrival), queue.next_deadline)
                 self._sleep(index, (until - now) / 1e9)
-        if wake is not None:
-            wake.release()
-        return batch, expired
+        _release(wake)
+        return token, batch, []
+
+    # -- running a batch ------------------------------------------------------------------------------
 
     def _help(self, future: _Future) -> None:
-        """Run ``future``'s batch in the calling thread if the rules send it now and a model is free."""
-        with self._lock:
-            if future._taken or self._closing or not self._queue.queued:
-                return
-            now = _now()
-            if now >= self._queue.next_deadline:
-                return  # expiry first: a worker does it
-            try:
-                index = self._in_use.index(0)
-            except ValueError:
-                return
-            head = self._queue.head()
-            if head.key != future._key:
-                return
-            limit = self._limit(head, now)
-            size = self._size(head, limit, now, False)
-            if not size:
-                return
-            batch = self._take(head.key, size)
-            if self.adaptive is not None:
-                self._learn(batch, -1)
-            me = threading.get_ident()
-            self._in_use[index] = me
-            self._helping.add(me)
-            wake = self._wake_one() if self._queue.queued else None
-        if wake is not None:
-            wake.release()
-        started = _now()
+        """Run ``future``'s batch in the calling thread if the policy sends it now and a model is free."""
+        index = -1
+        token = 0
+        batch: list[Request] = []
+        error = None
+        me = threading.get_ident()
         try:
-            self._execute(self._models[index], batch)
-        except BaseException as exc:  # never leave a future pending
+            with self._lock:
+                queue = self._queue
+                if future._taken or self._closing or not queue.queued:
+                    return
+                now = _now()
+                if now >= queue.next_deadline:
+                    return  # expiry first: a worker or a waiting caller does it
+                try:
+                    free = self._in_use.index(0)
+                except ValueError:
+                    return
+                head = queue.head()
+                if head.key != future._key:
+                    return
+                token, batch = self._take(head, now, -1)
+                if not batch:
+                    return
+                index = free
+                self._in_use[index] = me
+                self._helping.add(me)
+                wake = self._wake_one() if queue.queued else None
+            _release(wake)
+            started = _now()
+            self._runner.run(self._models[index], batch)
+            self._busy_ns[index] += _now() - started
+        except BaseException as exc:
+            error = exc
             logger.exception("scheduler failed while running a batch")
-            for request in batch:
-                _answer(request.future, exc)
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt and the like belong to the calling thread
         finally:
-            self._busy_ns[index] += _now() - started
-            with self._lock:
-                self._in_use[index] = 0
-                self._helping.discard(me)
-                wake = None
-                if self._queue.queued and index in self._idle:  # its worker may have slept while lent out
-                    self._idle.remove(index)
-                    wake = self._wakes[index]
-            if wake is not None:
-                wake.release()
-
-    def _learn(self, batch: list[Request], mark: int) -> None:
-        """Report a dispatch to the adaptive limit, and whether waiting for a fuller batch paid."""
-        if mark >= 0:
-            self._wait_yield += (self._arrivals - mark - self._wait_yield) * 0.25
-        self.adaptive.dispatched(sum([request.items for request in batch]), _now())
-
-    # -- workers --------------------------------------------------------------------------------------
+            if batch:
+                self._settle(batch, error, token)
+            if index >= 0:
+                with self._lock:
+                    self._in_use[index] = 0
+                    self._helping.discard(me)
+                    wake = None
+                    if queue.queued and index in self._idle:  # its worker may have slept while lent out
+                        self._idle.remove(index)
+                        wake = self._wakes[index]
+                _release(wake)
+            future = head = batch = error = None  # see edgecore._runner's docstring
 
     def _work(self, index: int) -> None:
         model = self._models[index]
+        runner = self._runner
         busy = self._busy_ns
         me = threading.get_ident()
         while True:
+            token = 0
+            batch = expired = ()
+            error = None
             try:
                 work = self._next(index, me)
-            except BaseException as exc:  # a bug in batch selection: fail what is queued, keep serving
-                logger.exception("scheduler failed to form a batch; failing the queued requests")
-                with self._lock:
-                    queued = self._take_all()
-                for request in queued:
-                    _answer(request.future, exc)
-                continue
-            if work is None:
-                return
-            batch, expired = work
-            started = _now()
-            try:
+                if work is None:
+                    return
+                token, batch, expired = work
+                started = _now()
                 if expired:
-                    self._time_out(expired, started)
+                    runner.time_out(expired, started)
                 if batch:
-                    self._execute(model, batch)
-            except BaseException as exc:  # never leave a future pending
-                logger.exception("scheduler failed while running a batch")
-                for request in batch + expired:
-                    _answer(request.future, exc)
-            busy[index] += _now() - started
-
-    def _time_out(self, expired: list[Request], now: int) -> None:
-        for request in expired:
-            waited = (now - request.arrival) / 1e6
-            allowed = (request.deadline - request.arrival) / 1e6
-            error = RequestTimeoutError(
-                f"request waited {waited:.2f} ms in the queue, past its timeout of {allowed:g} ms; it did not run"
-            )
-            if _answer(request.future, error):
-                self._stats.record_failure("timed_out")
-
-    def _execute(self, model: CompiledModel, batch: list[Request]) -> None:
-        if len(batch) == 1:
-            if batch[0].future.set_running_or_notify_cancel():
-                self._run_alone(model, batch[0])
-            else:
-                self.cancelled += 1
-            return
-        live = [request for request in batch if request.future.set_running_or_notify_cancel()]
-        if len(live) != len(batch):
-            self.cancelled += len(batch) - len(live)
-        if not live:
-            return
-        if len(live) == 1:
-            self._run_alone(model, live[0])
-            return
-        profiler = self._profiler
-        items = sum([request.items for request in live])
-        assembled = _now()
-        try:
-            feeds = self._assemble(live, items)
-            started = _now()
-            outputs = model.execute(feeds)
-            finished = _now()
-            del feeds
-        except Exception as exc:
-            logger.debug("batch of %d requests failed (%r); running them one by one", len(live), exc)
-            for request in live:
-                self._run_alone(model, request)
-            return
-        arrays = [outputs[name] for name in self._out_names]
-        if any(array.ndim == 0 or array.shape[0] != items for array in arrays):
-            logger.warning(
-                "a batch of %d items gave outputs of shapes %s: the model's dimension 0 is not a batch "
-                "dimension; requests to it are no longer batched",
-                items, [a.shape for a in arrays],
-            )
-            self.batching = False
-            self.adaptive = None
-            for request in live:
-                self._run_alone(model, request)
-            return
-        names = self._out_names
-        offset = 0
-        for request in live:
-            end = offset + request.items
-            request.future.set_result({name: array[offset:end] for name, array in zip(names, arrays)})
-            offset = end
-        resolved = _now()
-        self._stats.record_batch(
-            [resolved - request.arrival for request in live],
-            sum([assembled - request.arrival for request in live]),
-            items,
-            finished - started,
-        )
-        if profiler.active:
-            self._trace(live, items, assembled, started, finished, resolved)
-
-    def _assemble(self, batch: list[Request], items: int) -> dict[str, np.ndarray]:
-        """The batch's inputs, concatenated along dimension 0 into pool buffers."""
-        pool = self._pool
-        feeds = {}
-        for name, first in batch[0].feeds.items():
-            shape = (items, *first.shape[1:])
-            buffer = pool.acquire(shape, first.dtype) if pool is not None else np.empty(shape, first.dtype)
-            np.concatenate([request.feeds[name] for request in batch], axis=0, out=buffer)
-            feeds[name] = buffer
-        return feeds
-
-    def _run_alone(self, model: CompiledModel, request: Request) -> None:
-        started = _now()
-        try:
-            outputs = model.execute(request.feeds)
-        except Exception as exc:
-            request.future.set_exception(exc)
-            self._stats.record_failure("failed")
-            return
-        finished = _now()
-        request.future.set_result(outputs)
-        resolved = _now()
-        self._stats.record_batch([resolved - request.arrival], started - request.arrival, request.items, finished - started)
-        if self._profiler.active:
-            self._trace([request], request.items, started, started, finished, resolved)
-
-    def _trace(self, batch: list[Request], items: int, assembled: int, started: int, finished: int, resolved: int) -> None:
-        """Profiler spans of one batch (only while a profiling session records); every span of the
-        batch shares one args dict: batch id and size (items), backend, the requests' ids."""
-        record = self._profiler.record
-        args = {
-            "batch_id": next_batch_id(), "batch_size": items, "requests": len(batch),
-            "backend": self._models[0].backend, "request_ids": [request.rid for request in batch],
-        }
-        lead = batch[0].rid
-        if started > assembled:
-            record("batch_assemble", assembled, started, request_id=lead, args=args)
-        record("backend_execute", started, finished, request_id=lead, args=args)
-        record("output_split", finished, resolved, request_id=lead, args=args)
-        for request in batch:
-            record("queue_wait", request.arrival, assembled, request_id=request.rid, args=args)
-            record("inference_total", request.arrival, resolved, request_id=request.rid, args=args)
+                    runner.run(model, batch)
+                busy[index] += _now() - started
+            except BaseException as exc:  # a bug: fail what it concerns, keep serving
+                error = exc
+                logger.exception("scheduler failed while forming or running a batch")
+                if not batch and not expired:  # forming the batch failed: fail what is queued
+                    with self._lock:
+                        token, batch = self._take_all()
+            finally:
+                if token:  # a batch or the expired requests (never both), all answered now
+                    self._settle(batch or expired, error, token)
+            error = work = batch = expired = None
