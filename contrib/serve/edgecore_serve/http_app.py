@@ -55,9 +55,9 @@ def _json(doc: Any, status: int = 200) -> Response:
 def error_response(exc: BaseException) -> Response:
     status, _, message = status_of(exc)
     headers = {}
-    retry = getattr(exc, "retry_after_s", None)
+    retry = getattr(exc, "retry_after_s", None) or (1.0 if status == 503 else None)
     if retry:
-        headers["Retry-After"] = str(max(1, round(retry)))
+        headers["Retry-After"] = str(max(1, round(retry)))  # every 503 says when to try again
     return Response(error_body(message), status_code=status, media_type=_JSON, headers=headers)
 
 

@@ -4,8 +4,11 @@ counted, every request answered)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -61,6 +64,12 @@ def test_repository_lazy_load_versions_index_and_unload(repository, start_server
         with pytest.raises(InferenceServerException) as info:
             client.infer("addsub", _addsub_inputs(httpclient, 1.0))
         assert info.value.status() == "503" and "load" in info.value.message()
+        body = json.dumps({"inputs": [{"name": n, "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}
+                                      for n in ("a", "b")]}).encode()
+        request = urllib.request.Request(f"http://{server.http_url}/v2/models/addsub/infer", data=body)
+        with pytest.raises(urllib.error.HTTPError) as raw:
+            urllib.request.urlopen(request, timeout=30)
+        assert raw.value.code == 503 and raw.value.headers["Retry-After"] == "1"
         client.load_model("addsub")
         assert client.is_model_ready("addsub")
         client.infer("addsub", _addsub_inputs(httpclient, 1.0))
