@@ -1,5 +1,5 @@
 """The benchmark harness: timing loops, scenarios, baselines, cold start, reports, the CLI, and a
-third-party scenario registered through ``edgecore_benchmarks``.
+third-party scenario registered through ``edgecore_bench_scenarios``.
 
 Speed is never asserted here (benchmarks measure it); these tests check what is measured and how:
 block interleaving and drops, arrival rates, accuracy through the Engine, every documented JSON field.
@@ -24,7 +24,7 @@ from edgecore.bench.report import to_json
 from edgecore.cli import main
 from edgecore.errors import ConfigurationError
 from edgecore.plugins import DEFAULT_PLUGINS, build_plugin_manager
-from edgecore.specs import ScenarioSpec
+from edgecore.specs import ReporterSpec, ScenarioSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -41,11 +41,12 @@ class _ThirdParty:
     """A plugin that brings a scenario and a reporter, with no change to core."""
 
     @hookimpl
-    def edgecore_benchmarks(self):
-        return [
-            ScenarioSpec(name="echo-burst", runner=_echo_burst, description="third-party: bursts of 3 queries"),
-            ScenarioSpec(name="reporter:lines", runner=_lines_reporter, description="third-party reporter"),
-        ]
+    def edgecore_bench_scenarios(self):
+        return [ScenarioSpec(name="echo-burst", runner=_echo_burst, description="third-party: bursts of 3 queries")]
+
+    @hookimpl
+    def edgecore_bench_reporters(self):
+        return [ReporterSpec(name="lines", write=_lines_reporter, description="third-party reporter")]
 
 
 def _echo_burst(ctx):
@@ -240,7 +241,7 @@ def test_third_party_scenario_is_listed_and_runs_without_core_changes(third_part
 def test_a_runner_may_return_plain_metrics(tmp_path):
     class Plain:
         @hookimpl
-        def edgecore_benchmarks(self):
+        def edgecore_bench_scenarios(self):
             return [ScenarioSpec(name="count-inputs", runner=lambda ctx: {"inputs": len(ctx.graph.inputs)})]
 
     report = run_benchmark(MODEL, ["count-inputs"], plugin_manager=_plugin_manager(Plain()))
@@ -306,7 +307,7 @@ def test_report_json_is_plain_json_and_markdown_a_table(pm, tmp_path):
     assert json.loads(json.dumps(document)) == document
     assert document["schema"] == "edgecore.bench/1"
     assert document["machine"]["runtimes"]["onnxruntime"]
-    registry.get_reporter(pm, "markdown").runner(report, tmp_path / "r.md")
+    registry.get_reporter(pm, "markdown").write(report, tmp_path / "r.md")
     lines = (tmp_path / "r.md").read_text().splitlines()
     assert lines[2].startswith("| scenario | batch |") and lines[4].startswith("| single-stream | 1 |")
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from edgecore import hookimpl
-from edgecore.errors import PluginError
-from edgecore.plugins import build_plugin_manager
-from edgecore.specs import BackendSpec
+from edgecore import Engine, EngineConfig, hookimpl
+from edgecore.errors import BackendUnavailableError, PluginError
+from edgecore.plugins import WRAPPER_SOURCE, build_plugin_manager
+from edgecore.specs import BackendSpec, PassSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,9 +57,124 @@ def test_wrong_record_type_raises():
         pm.backends()
 
 
-def test_disable_autoload(monkeypatch):
+def test_registries_go_through_pluggy_so_wrappers_and_ordering_apply():
+    calls = []
+
+    class Early:  # registered first: pluggy would call it last, were it not tryfirst
+        @hookimpl(tryfirst=True)
+        def edgecore_backends(self):
+            calls.append("early")
+            return [BackendSpec(name="early_backend", factory=object)]
+
+        @hookimpl(tryfirst=True)
+        def edgecore_passes(self):
+            return [PassSpec(name="early_pass", factory=object)]
+
+    class Late:
+        @hookimpl
+        def edgecore_backends(self):
+            calls.append("late")
+            return (BackendSpec(name=n, factory=object) for n in ("late_backend", "dropped_backend"))
+
+    class Wrapper:
+        @hookimpl(hookwrapper=True)
+        def edgecore_backends(self):
+            calls.append("wrapper: before")
+            outcome = yield
+            kept = [[s for s in chunk if s.name != "dropped_backend"] for chunk in outcome.get_result()]
+            outcome.force_result(kept + [[BackendSpec(name="added_backend", factory=object, priority=-1)]])
+            calls.append("wrapper: after")
+
+    class NewStyleWrapper:
+        @hookimpl(wrapper=True)
+        def edgecore_passes(self):
+            result = yield
+            return [[attrs_evolve(s, description="seen by the wrapper") for s in chunk] for chunk in result]
+
+    pm = build_plugin_manager(entrypoints=False)
+    for plugin in (Early(), Late(), Wrapper(), NewStyleWrapper()):
+        pm.register(plugin, name=type(plugin).__name__.lower())
+    pm.check_pending()
+    backends = pm.backends()
+    assert calls == ["wrapper: before", "early", "late", "wrapper: after"]
+    assert "dropped_backend" not in backends and {"early_backend", "late_backend", "added_backend"} <= set(backends)
+    assert pm.source_of("edgecore_backends", "early_backend") == "early"
+    assert pm.source_of("edgecore_backends", "late_backend") == "late"
+    assert pm.source_of("edgecore_backends", "added_backend") == WRAPPER_SOURCE
+    passes = pm.passes()
+    assert list(passes)[0] == "early_pass"  # tryfirst records first, then registration order (core's)
+    assert list(passes)[1:] == list(build_plugin_manager(entrypoints=False).passes())
+    assert {s.description for s in passes.values()} == {"seen by the wrapper"}
+
+
+def attrs_evolve(record, **changes):
+    import attrs
+
+    return attrs.evolve(record, **changes)
+
+
+def test_duplicate_names_are_refused_naming_both_plugins_even_through_a_wrapper():
+    class Twice:
+        @hookimpl
+        def edgecore_backends(self):
+            return [BackendSpec(name="same", factory=object)]
+
+    class Passthrough:
+        @hookimpl(wrapper=True)
+        def edgecore_backends(self):
+            return (yield)
+
+    pm = build_plugin_manager(entrypoints=False)
+    pm.register(Twice(), name="first")
+    pm.register(Passthrough(), name="passthrough")
+    pm.register(Twice(), name="second")
+    with pytest.raises(PluginError, match="'same' is registered by both plugin 'first' and plugin 'second'"):
+        pm.backends()
+
+
+def test_a_registration_hook_must_return_an_iterable():
+    class Single:
+        @hookimpl
+        def edgecore_backends(self):
+            return BackendSpec(name="single", factory=object)
+
+    pm = build_plugin_manager(entrypoints=False)
+    pm.register(Single(), name="single")
+    with pytest.raises(PluginError, match="plugin 'single': edgecore_backends\\(\\) must return an iterable"):
+        pm.backends()
+
+
+def test_disable_autoload_says_so(monkeypatch):
     monkeypatch.setenv("EDGECORE_DISABLE_PLUGIN_AUTOLOAD", "1")
-    assert "cpu_simd" not in build_plugin_manager().backends()
+    pm = build_plugin_manager()
+    assert "cpu_simd" not in pm.backends() and not pm.autoload
+    with pytest.raises(BackendUnavailableError) as info:
+        Engine(EngineConfig(backend="cpu_simd"), plugin_manager=pm).load(_tiny_model())
+    message = str(info.value)
+    assert "autoload is disabled (EDGECORE_DISABLE_PLUGIN_AUTOLOAD=1)" in message
+    if "cpu_simd" in _entry_points():
+        assert "'cpu_simd' (edgecore-cpu-simd) is installed but was not loaded" in message
+    assert "pip install" not in message.split("autoload is disabled")[0]
+
+    result = subprocess.run([sys.executable, "-m", "edgecore", "backends"], capture_output=True, text=True,
+                            env={**os.environ, "EDGECORE_DISABLE_PLUGIN_AUTOLOAD": "1", "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "autoload is disabled" in result.stdout and "pip install" not in result.stdout
+
+
+def _entry_points() -> set[str]:
+    import importlib.metadata
+
+    return {ep.name for ep in importlib.metadata.entry_points(group="edgecore")}
+
+
+def _tiny_model():
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "tiny", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 # -- a separate distribution, installed with pip into a temporary venv -------------------------------
@@ -103,6 +218,13 @@ def test_third_party_backend_is_listed_and_broken_plugin_reported(plugin_venv):
     broken = {b["name"]: b for b in report["broken_plugins"]}
     assert "libfrobnicate" in broken["broken"]["error"]
     assert broken["broken"]["distribution"] == "edgecore-broken-example"
+
+
+def test_a_backend_of_a_broken_plugin_is_reported_as_installed_but_failing(plugin_venv):
+    result = _edgecore(plugin_venv, "run", "zoo:resnet_tiny", "--backend", "broken")
+    assert result.returncode == 1
+    assert "its plugin 'broken' (edgecore-broken-example) is installed but failed to load" in result.stderr
+    assert "libfrobnicate" in result.stderr and "pip install" not in result.stderr
 
 
 def test_third_party_backend_runs_a_model_through_engine(plugin_venv):

@@ -1,8 +1,9 @@
 """The hooks through which plugins extend edgecore.
 
 Every hook is prefixed ``edgecore_``. Registration hooks return iterables of frozen records from
-:mod:`edgecore.specs`; the plugin manager collects them and raises on duplicate names. Decision hooks
-are ``firstresult``: the first non-None answer wins, and core's own default runs last.
+:mod:`edgecore.specs` (one hook per kind of record); the plugin manager calls them through pluggy
+(wrappers and ``tryfirst``/``trylast`` apply), collects the records and raises on duplicate names.
+Decision hooks are ``firstresult``: the first non-None answer wins, and core's own default runs last.
 
 Implement a hook in a plugin module with ``@edgecore.hookimpl``::
 
@@ -33,7 +34,15 @@ if TYPE_CHECKING:
     from edgecore.graph import Graph
     from edgecore.optimize import OptimizationConfig, OptimizationReport
     from edgecore.plugins import PluginManager
-    from edgecore.specs import BackendSpec, ModelSpec, PassSpec, ScenarioSpec
+    from edgecore.specs import (
+        BackendSpec,
+        BaselineSpec,
+        DatasetSpec,
+        ModelSpec,
+        PassSpec,
+        ReporterSpec,
+        ScenarioSpec,
+    )
 
 PROJECT = "edgecore"
 
@@ -60,13 +69,35 @@ def edgecore_passes() -> Iterable[PassSpec]:
 
 
 @hookspec
-def edgecore_benchmarks() -> Iterable[ScenarioSpec]:
-    """Return benchmark scenarios and reporters for the harness (collected, names unique)."""
+def edgecore_models() -> Iterable[ModelSpec]:
+    """Return zoo models this plugin can build (collected, names unique)."""
+
+
+# -------------------------------------------------------------------------------------------------
+# Registration for the benchmark harness (``edgecore bench``): one hook per kind of record.
+# -------------------------------------------------------------------------------------------------
 
 
 @hookspec
-def edgecore_models() -> Iterable[ModelSpec]:
-    """Return zoo models this plugin can build (collected, names unique)."""
+def edgecore_bench_scenarios() -> Iterable[ScenarioSpec]:
+    """Return benchmark scenarios: ``runner(context) -> result`` (collected, names unique)."""
+
+
+@hookspec
+def edgecore_bench_reporters() -> Iterable[ReporterSpec]:
+    """Return benchmark reporters: ``write(report, destination)`` (collected, names unique)."""
+
+
+@hookspec
+def edgecore_bench_baselines() -> Iterable[BaselineSpec]:
+    """Return the raw runtime behind each of this plugin's backends, for ``--baseline``: one record
+    per backend, named after it (collected, names unique)."""
+
+
+@hookspec
+def edgecore_bench_datasets() -> Iterable[DatasetSpec]:
+    """Return labelled data sets for the accuracy scenario, named after the model each labels
+    (collected, names unique)."""
 
 
 # -------------------------------------------------------------------------------------------------

@@ -90,8 +90,8 @@ def candidate_backends(graph: Graph, config: Any, plugin_manager: PluginManager)
         spec = specs.get(wanted)
         if spec is None:
             raise BackendUnavailableError(
-                f"no backend named {wanted!r} is registered; registered: {sorted(specs) or 'none'}"
-                f"{_broken_plugins(plugin_manager)}. If it comes from a plugin, install that plugin's distribution"
+                f"no backend named {wanted!r} is registered; registered: {sorted(specs) or 'none'}. "
+                f"{plugin_manager.why_missing(wanted)}"
             )
         unsupported = available_backend(spec, plugin_manager).unsupported_ops(graph)
         if unsupported:
@@ -142,8 +142,5 @@ def unsupported_error(
 
 
 def _broken_plugins(plugin_manager: PluginManager) -> str:
-    if not plugin_manager.failures:
-        return ""
-    return "; plugins that failed to load: " + ", ".join(
-        f"{f.name} ({f.distribution or 'unknown distribution'}: {f.error})" for f in plugin_manager.failures
-    )
+    problems = plugin_manager.load_problems()  # plugins that failed to load, autoload disabled
+    return f"; {problems}" if problems else ""

@@ -2,7 +2,7 @@
 
 Scenarios (``single-stream``, ``offline``, ``server``, ``multi-stream``, ``cold-start``,
 ``accuracy``), reporters (``json``, ``markdown``, ``plot``), raw-runtime baselines and labelled data
-sets are all registered through the ``edgecore_benchmarks`` hook (:mod:`edgecore.bench.registry`
+sets are all registered through the ``edgecore_bench_*`` hooks (:mod:`edgecore.bench.registry`
 says how), so plugins add their own without touching core::
 
     from edgecore.bench import BenchSettings, run_benchmark

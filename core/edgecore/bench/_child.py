@@ -98,7 +98,7 @@ def main(spec: dict, started: tuple[float, float] | None = None) -> None:
     elif mode == "raw":
         from edgecore.bench.registry import get_baseline
 
-        session = get_baseline(pm, backend).runner(graph, config.compile_options())
+        session = get_baseline(pm, backend).session(graph, config.compile_options())
         run, runtime, version = session.run, session.runtime, session.version
         inputs = graph.inputs
         del graph  # a raw runtime's user holds no edgecore Graph: release it before the RSS is read

@@ -86,9 +86,9 @@ class BenchSession:
     def raw(self) -> registry.RawSession:
         """The raw runtime's session for the original model, compiled with the engine's settings."""
         spec = registry.get_baseline(self.plugin_manager, self.engine.backend)
-        raw = spec.runner(self.graph, self.config.compile_options())
+        raw = spec.session(self.graph, self.config.compile_options())
         if not isinstance(raw, registry.RawSession):
-            raise TypeError(f"baseline:{self.engine.backend} must return a RawSession, got {type(raw).__name__}")
+            raise TypeError(f"baseline {self.engine.backend!r} must return a RawSession, got {type(raw).__name__}")
         return raw
 
     def feeds(self, batch: int) -> dict[str, np.ndarray]:

@@ -4,7 +4,7 @@
 >>> report = run_benchmark("zoo:mobilenet_v2", ["single-stream"], settings=BenchSettings(duration_s=2))
 >>> report.result("single-stream").latency.p50
 
-Scenarios are looked up by name among those registered through ``edgecore_benchmarks``
+Scenarios are looked up by name among those registered through ``edgecore_bench_scenarios``
 (:mod:`edgecore.bench.registry`), so a third-party scenario runs exactly like a built-in one.
 """
 
@@ -20,7 +20,7 @@ import attrs
 from edgecore.bench import registry
 from edgecore.bench.coldstart import MEMORY_METHOD, config_fields
 from edgecore.bench.context import BenchSession, Progress, ScenarioContext
-from edgecore.bench.machine import machine_info
+from edgecore.bench.machine import machine_info, monitor_load
 from edgecore.bench.results import BenchReport, ScenarioResult
 from edgecore.bench.settings import BenchSettings
 from edgecore.errors import ConfigurationError
@@ -131,6 +131,7 @@ def run_benchmark(
         raise ConfigurationError(f"batch sizes must be >= 1, got {list(batches)}")
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     machine = machine_info()
+    load = monitor_load(machine, wait_s=60.0 if command else 0.0)  # machine["load"]; the CLI waits for quiet
     started = time.perf_counter()
     session = BenchSession(source, config=config, settings=settings, plugin_manager=pm, progress=progress)
     results: list[ScenarioResult] = []
@@ -147,6 +148,7 @@ def run_benchmark(
         method = _method(settings, session)
     finally:
         session.close()
+        load.stop()
     return BenchReport(
         model=model,
         backend=session.backend_name or config.backend,

@@ -1,12 +1,12 @@
-"""Core's benchmark scenarios, reporters and labelled data sets, registered through
-``edgecore_benchmarks`` exactly as a third-party plugin would register its own."""
+"""Core's benchmark scenarios, reporters and labelled data sets, registered through the
+``edgecore_bench_*`` hooks exactly as a third-party plugin would register its own."""
 
 from __future__ import annotations
 
 from edgecore.hookspecs import hookimpl
-from edgecore.specs import ScenarioSpec
+from edgecore.specs import DatasetSpec, ReporterSpec, ScenarioSpec
 
-__all__ = ["edgecore_benchmarks"]
+__all__ = ["edgecore_bench_datasets", "edgecore_bench_reporters", "edgecore_bench_scenarios"]
 
 
 def _single_stream(ctx):
@@ -70,9 +70,8 @@ def _digits():
 
 
 @hookimpl
-def edgecore_benchmarks() -> list[ScenarioSpec]:
-    """single-stream, offline, server, multi-stream, cold-start, accuracy; json/markdown/plot
-    reporters; the digits test split for ``digits_cnn``."""
+def edgecore_bench_scenarios() -> list[ScenarioSpec]:
+    """single-stream, offline, server, multi-stream, cold-start, accuracy."""
     return [
         ScenarioSpec(name="single-stream", runner=_single_stream, description="one query at a time: latency percentiles"),
         ScenarioSpec(name="offline", runner=_offline, description="back-to-back batched queries: throughput"),
@@ -92,10 +91,20 @@ def edgecore_benchmarks() -> list[ScenarioSpec]:
             description="fresh process to first result (import, load, compile, first inference); peak memory growth",
         ),
         ScenarioSpec(name="accuracy", runner=_accuracy, description="top-1 accuracy on a labelled data set"),
-        ScenarioSpec(name="reporter:json", runner=_json, description="the JSON document of docs/benchmarks.md"),
-        ScenarioSpec(name="reporter:markdown", runner=_markdown, description="a Markdown table"),
-        ScenarioSpec(name="reporter:plot", runner=_plot, description="PNG: latency distributions, sweeps, peak search"),
-        ScenarioSpec(
-            name="dataset:digits_cnn", runner=_digits, description="scikit-learn digits, held-out split (450 images)"
-        ),
     ]
+
+
+@hookimpl
+def edgecore_bench_reporters() -> list[ReporterSpec]:
+    """json, markdown and plot."""
+    return [
+        ReporterSpec(name="json", write=_json, description="the JSON document of docs/benchmarks.md"),
+        ReporterSpec(name="markdown", write=_markdown, description="a Markdown table"),
+        ReporterSpec(name="plot", write=_plot, description="PNG: latency distributions, sweeps, peak search"),
+    ]
+
+
+@hookimpl
+def edgecore_bench_datasets() -> list[DatasetSpec]:
+    """The digits test split, for ``digits_cnn``."""
+    return [DatasetSpec(name="digits_cnn", load=_digits, description="scikit-learn digits, held-out split (450 images)")]

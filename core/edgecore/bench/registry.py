@@ -1,18 +1,16 @@
-"""The harness's registries, all filled through the ``edgecore_benchmarks`` hook.
+"""The harness's registries: one registration hook, and one record type, per kind of thing.
 
-A plugin returns :class:`~edgecore.specs.ScenarioSpec` records; the name says what kind of thing each
-one is:
-
-``NAME``             a scenario: ``runner(context: ScenarioContext) -> ScenarioResult | Mapping``
-``reporter:NAME``    a reporter: ``runner(report: BenchReport, destination: str) -> None``
-``baseline:BACKEND`` the raw runtime that backend BACKEND wraps:
-                     ``runner(graph: Graph, options: CompileOptions) -> RawSession``
-``dataset:MODEL``    a labelled data set for the accuracy scenario:
-                     ``runner() -> (inputs: np.ndarray, labels: np.ndarray)``; MODEL is the zoo
-                     model name (or any name ``--dataset`` gives)
+=============================  ============================  ==================================================
+hook                           record                        signature
+=============================  ============================  ==================================================
+``edgecore_bench_scenarios``   :class:`~edgecore.specs.ScenarioSpec`  ``runner(context: ScenarioContext) -> ScenarioResult | Mapping``
+``edgecore_bench_reporters``   :class:`~edgecore.specs.ReporterSpec`  ``write(report: BenchReport, destination: str) -> None``
+``edgecore_bench_baselines``   :class:`~edgecore.specs.BaselineSpec`  ``session(graph: Graph, options: CompileOptions) -> RawSession``; named after the backend
+``edgecore_bench_datasets``    :class:`~edgecore.specs.DatasetSpec`   ``load() -> (inputs: np.ndarray, labels: np.ndarray)``; named after the model
+=============================  ============================  ==================================================
 
 Core's own scenarios, reporters and data sets come from :mod:`edgecore.bench.plugin` through the
-same hook; the ``cpu_simd`` plugin registers ``baseline:cpu_simd`` (raw onnxruntime).
+same hooks; the ``cpu_simd`` plugin registers the ``cpu_simd`` baseline (raw onnxruntime).
 """
 
 from __future__ import annotations
@@ -25,11 +23,11 @@ from edgecore.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from edgecore.plugins import PluginManager
-    from edgecore.specs import ScenarioSpec
+    from edgecore.specs import BaselineSpec, DatasetSpec, ReporterSpec, ScenarioSpec
 
 __all__ = [
     "RawSession",
-    "KINDS",
+    "HOOKS",
     "scenarios",
     "reporters",
     "baselines",
@@ -40,7 +38,13 @@ __all__ = [
     "get_dataset",
 ]
 
-KINDS = ("scenario", "reporter", "baseline", "dataset")
+#: Kind of record (as ``edgecore bench --list`` names it) -> its registration hook.
+HOOKS = {
+    "scenarios": "edgecore_bench_scenarios",
+    "reporters": "edgecore_bench_reporters",
+    "baselines": "edgecore_bench_baselines",
+    "datasets": "edgecore_bench_datasets",
+}
 
 
 def _noop() -> None:
@@ -63,70 +67,54 @@ class RawSession:
     settings: Mapping[str, Any] = attrs.field(factory=dict)
 
 
-def _kind_of(name: str) -> tuple[str, str]:
-    prefix, sep, rest = name.partition(":")
-    if sep and prefix in KINDS:
-        return prefix, rest
-    return "scenario", name
-
-
-def _of_kind(pm: PluginManager, kind: str) -> dict[str, ScenarioSpec]:
-    found = {}
-    for name, spec in pm.benchmarks().items():
-        spec_kind, short = _kind_of(name)
-        if spec_kind == kind:
-            found[short] = spec
-    return found
-
-
 def scenarios(pm: PluginManager) -> dict[str, ScenarioSpec]:
     """Scenarios by name, in registration order."""
-    return _of_kind(pm, "scenario")
+    return pm.bench_scenarios()
 
 
-def reporters(pm: PluginManager) -> dict[str, ScenarioSpec]:
-    return _of_kind(pm, "reporter")
+def reporters(pm: PluginManager) -> dict[str, ReporterSpec]:
+    return pm.bench_reporters()
 
 
-def baselines(pm: PluginManager) -> dict[str, ScenarioSpec]:
+def baselines(pm: PluginManager) -> dict[str, BaselineSpec]:
     """Raw-runtime baselines by backend name."""
-    return _of_kind(pm, "baseline")
+    return pm.bench_baselines()
 
 
-def datasets(pm: PluginManager) -> dict[str, ScenarioSpec]:
-    return _of_kind(pm, "dataset")
+def datasets(pm: PluginManager) -> dict[str, DatasetSpec]:
+    return pm.bench_datasets()
 
 
-def _get(pm: PluginManager, kind: str, name: str, what: str) -> ScenarioSpec:
-    found = _of_kind(pm, kind)
+def _get(found: dict[str, Any], name: str, what: str) -> Any:
     if name not in found:
         raise ConfigurationError(f"no {what} named {name!r} is registered; registered: {sorted(found) or 'none'}")
     return found[name]
 
 
 def get_scenario(pm: PluginManager, name: str) -> ScenarioSpec:
-    return _get(pm, "scenario", name, "benchmark scenario")
+    return _get(scenarios(pm), name, "benchmark scenario")
 
 
-def get_reporter(pm: PluginManager, name: str) -> ScenarioSpec:
-    return _get(pm, "reporter", name, "benchmark reporter")
+def get_reporter(pm: PluginManager, name: str) -> ReporterSpec:
+    return _get(reporters(pm), name, "benchmark reporter")
 
 
-def get_baseline(pm: PluginManager, backend: str) -> ScenarioSpec:
+def get_baseline(pm: PluginManager, backend: str) -> BaselineSpec:
     found = baselines(pm)
     if backend not in found:
         raise ConfigurationError(
-            f"backend {backend!r} registers no raw-runtime baseline (a 'baseline:{backend}' record through "
-            f"edgecore_benchmarks), so --baseline cannot run; backends with one: {sorted(found) or 'none'}"
+            f"backend {backend!r} registers no raw-runtime baseline (a BaselineSpec named {backend!r} through "
+            f"edgecore_bench_baselines), so --baseline cannot run; backends with one: {sorted(found) or 'none'}"
         )
     return found[backend]
 
 
-def get_dataset(pm: PluginManager, name: str) -> ScenarioSpec:
+def get_dataset(pm: PluginManager, name: str) -> DatasetSpec:
     found = datasets(pm)
     if name not in found:
         raise ConfigurationError(
             f"no labelled data set for {name!r}, so the accuracy scenario cannot run on it; labelled: "
-            f"{sorted(found) or 'none'} (pick one with --dataset, or register 'dataset:{name}')"
+            f"{sorted(found) or 'none'} (pick one with --dataset, or register a DatasetSpec named {name!r} "
+            f"through edgecore_bench_datasets)"
         )
     return found[name]

@@ -94,7 +94,7 @@ def accuracy(ctx: ScenarioContext) -> ScenarioResult:
     """Top-1 accuracy on a labelled data set (``dataset:NAME``), through the Engine (and the raw
     runtime with ``baseline``), in queries of ``batch`` samples."""
     name = _dataset_name(ctx)
-    inputs, labels = registry.get_dataset(ctx.plugin_manager, name).runner()
+    inputs, labels = registry.get_dataset(ctx.plugin_manager, name).load()
     labels = np.asarray(labels).reshape(-1)
     feeds = _as_feeds(ctx, inputs)
     ctx.progress(0.1, f"{len(labels)} labelled samples")

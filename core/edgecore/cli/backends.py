@@ -42,7 +42,7 @@ def describe_backends() -> dict[str, Any]:
             row["reason"] = f"failed to initialize: {exc!r}"
         rows.append(row)
     broken = [{"name": f.name, "distribution": f.distribution, "error": f.error} for f in pm.failures]
-    return {"backends": rows, "broken_plugins": broken}
+    return {"backends": rows, "broken_plugins": broken, "autoload": pm.autoload}
 
 
 def run(args: Any) -> int:
@@ -71,7 +71,14 @@ def run(args: Any) -> int:
     out = console()
     out.print(table)
     for failure in report["broken_plugins"]:
-        out.print(f"[red]broken plugin[/red] {failure['name']} ({failure['distribution']}): {failure['error']}")
-    if not report["backends"]:
-        out.print("no backend installed: pip install edgecore-cpu-simd")
+        out.print(
+            f"[red]broken plugin[/red] {failure['name']} ({failure['distribution']}) is installed but failed to "
+            f"load: {failure['error']}", highlight=False,
+        )
+    if not report["autoload"]:
+        from edgecore.plugins import AUTOLOAD_ENV
+
+        out.print(f"plugin autoload is disabled ({AUTOLOAD_ENV}=1): installed backend plugins are not loaded")
+    elif not report["backends"]:
+        out.print("no backend plugin is installed: pip install edgecore-cpu-simd")
     return 0

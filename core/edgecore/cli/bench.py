@@ -72,17 +72,17 @@ def _listing(pm: Any) -> dict[str, list[dict[str, str]]]:
     from edgecore.bench import registry
 
     kinds = {
-        "scenarios": (registry.scenarios(pm), ""),
-        "reporters": (registry.reporters(pm), "reporter:"),
-        "baselines": (registry.baselines(pm), "baseline:"),
-        "datasets": (registry.datasets(pm), "dataset:"),
+        "scenarios": registry.scenarios(pm),
+        "reporters": registry.reporters(pm),
+        "baselines": registry.baselines(pm),
+        "datasets": registry.datasets(pm),
     }
     return {
         kind: [
-            {"name": name, "plugin": pm.source_of("edgecore_benchmarks", prefix + name), "description": spec.description}
+            {"name": name, "plugin": pm.source_of(registry.HOOKS[kind], name), "description": spec.description}
             for name, spec in specs.items()
         ]
-        for kind, (specs, prefix) in kinds.items()
+        for kind, specs in kinds.items()
     }
 
 
@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
             command="edgecore " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None,
         )
     for name, destination in reporters:
-        registry.get_reporter(pm, name).runner(report, destination)
+        registry.get_reporter(pm, name).write(report, destination)
     if args.json == "-":
         print_json(to_json(report))
         return 0

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import attrs
 
+from edgecore.errors import ConfigurationError, InvalidInputError
 from edgecore.profiling.export import read_json_lenient
 
 __all__ = [
@@ -131,8 +132,20 @@ class TraceSummary:
 
 
 def load_trace(path: str | os.PathLike[str]) -> Trace:
-    """Read a trace file (edgecore, Chrome Trace Event JSON, or an onnxruntime profile)."""
-    data = read_json_lenient(path)
+    """Read a trace file (edgecore, Chrome Trace Event JSON, or an onnxruntime profile).
+
+    A missing or unreadable file, or one that is not JSON, raises
+    :class:`~edgecore.errors.InvalidInputError` naming the file.
+    """
+    try:
+        data = read_json_lenient(path)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read trace file {os.fspath(path)!r}: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
+        raise InvalidInputError(
+            f"{os.fspath(path)!r} is not a trace: expected Chrome Trace Event JSON (an object with "
+            f"traceEvents, or a list of events), got invalid JSON ({exc})"
+        ) from exc
     return parse_trace(data, default_session=os.path.splitext(os.path.basename(os.fspath(path)))[0])
 
 
@@ -152,14 +165,14 @@ def parse_trace(data: Any, *, default_session: str = "trace") -> Trace:
     if isinstance(data, dict):
         raw = data.get("traceEvents")
         if not isinstance(raw, list):
-            raise ValueError("not a trace: a JSON object needs a 'traceEvents' list")
+            raise InvalidInputError("not a trace: a JSON object needs a 'traceEvents' list")
         metadata = data.get("otherData") or data.get("metadata") or {}
         if not isinstance(metadata, dict):
             metadata = {}
     elif isinstance(data, list):
         raw, metadata = data, {}
     else:
-        raise ValueError(f"not a trace: expected a JSON object or list, got {type(data).__name__}")
+        raise InvalidInputError(f"not a trace: expected a JSON object or list, got {type(data).__name__}")
 
     events = []
     process_name = None
@@ -270,9 +283,9 @@ def summarize(
 ) -> TraceSummary:
     """The figures ``edgecore trace`` prints, for the events the filters keep."""
     if top < 1:
-        raise ValueError(f"top must be at least 1, got {top}")
+        raise ConfigurationError(f"top must be at least 1, got {top}")
     if start_ms is not None and end_ms is not None and end_ms < start_ms:
-        raise ValueError(f"end ({end_ms} ms) is before start ({start_ms} ms)")
+        raise ConfigurationError(f"end ({end_ms} ms) is before start ({start_ms} ms)")
     events = select(trace, stage=stage, start_ms=start_ms, end_ms=end_ms)
 
     ids = _request_ids(events)

@@ -32,13 +32,13 @@ def _baseline(graph, options):
 
 
 @hookimpl
-def edgecore_benchmarks():
-    from edgecore.specs import ScenarioSpec
+def edgecore_bench_baselines():
+    from edgecore.specs import BaselineSpec
 
     return [
-        ScenarioSpec(
-            name="baseline:cpu_simd",
-            runner=_baseline,
+        BaselineSpec(
+            name="cpu_simd",
+            session=_baseline,
             description="raw onnxruntime InferenceSession with the backend's SessionOptions",
         )
     ]

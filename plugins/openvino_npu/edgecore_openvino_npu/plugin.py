@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgecore.hookspecs import hookimpl
-from edgecore.specs import BackendSpec, PassSpec, ScenarioSpec
+from edgecore.specs import BackendSpec, BaselineSpec, PassSpec
 
 
 def _backend_factory():
@@ -44,11 +44,11 @@ def _baseline(graph: Any, options: Any):
 
 
 @hookimpl
-def edgecore_benchmarks():
+def edgecore_bench_baselines():
     return [
-        ScenarioSpec(
-            name="baseline:openvino",
-            runner=_baseline,
+        BaselineSpec(
+            name="openvino",
+            session=_baseline,
             description="raw OpenVINO CompiledModel + InferRequest.infer with the backend's properties",
         )
     ]
