@@ -18,7 +18,6 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgecore import Engine, EngineConfig, InvalidInputError, QueueFullError, RequestTimeoutError
-from edgecore._policy import AdaptiveBatchSize, batch_dimension
 from edgecore.backend import CompiledModel
 from edgecore.errors import BackendExecutionError, ConfigurationError, EdgecoreError, EngineClosedError
 from edgecore.memory import MemoryPool
@@ -145,15 +144,6 @@ def test_requests_carrying_several_items_are_batched_by_items():
         np.testing.assert_array_equal(f.result(5)["y"], feed["x"] * 2)
     sched.close()
     assert [len(b) for b in model.batches[1:]] == [4, 2, 6]  # 3+1, then 2, then 6 alone (over max)
-
-
-@pytest.mark.parametrize(
-    "shape, batched",
-    [(("batch", 4), True), ((1, 4), False), ((None, 4), True), ((), False)],
-)
-def test_only_a_dynamic_first_dimension_is_a_batch_dimension(shape, batched):
-    spec = TensorSpec(name="x", dtype=DataType.FLOAT, shape=shape)
-    assert (batch_dimension([spec], [spec]) is None) is batched
 
 
 def test_a_model_without_batch_dimension_runs_each_request_alone():
@@ -507,43 +497,6 @@ def test_steady_state_batches_come_from_the_pool(conv_case, conv_model):
     # each batch's input buffer comes from the pool; outputs reuse the backend's pooled slots
     assert after.allocations - before.allocations >= 20
     assert after.misses == before.misses  # nothing fresh after warm-up
-
-
-# -- adaptive batching -----------------------------------------------------------------------------
-
-
-def _learn(controller: AdaptiveBatchSize, per_item_us, batches: int = 4000) -> int:
-    """Saturating load on a model whose time per item at batch size b is ``per_item_us(b)``."""
-    now = getattr(controller, "clock", 0)
-    for _ in range(batches):
-        size = controller.limit()
-        controller.dispatched(size, now)
-        now += int(per_item_us(size) * 1e3 * size)
-    controller.clock = now
-    return controller.chosen
-
-
-def test_adaptive_limit_stops_where_throughput_stops_rising():
-    # a 0.5 ms model: time per item falls up to 16 (1.5x) and rises past it
-    knee = {1: 500, 2: 420, 4: 380, 8: 350, 16: 333, 32: 345, 64: 420}
-    assert _learn(AdaptiveBatchSize(64), knee.__getitem__) == 16
-    assert _learn(AdaptiveBatchSize(64), lambda b: 100.0) == 1  # flat: batching buys nothing
-    assert _learn(AdaptiveBatchSize(48), lambda b: 100.0 / b) == 48  # keeps paying up to the max
-
-
-def test_adaptive_limit_follows_a_change_of_load():
-    controller = AdaptiveBatchSize(32)
-    assert _learn(controller, lambda b: 100.0 / min(b, 8)) == 8
-    assert _learn(controller, lambda b: 100.0 / min(b, 16) + (0 if b <= 16 else 5)) == 16
-
-
-def test_adaptive_limit_under_light_load_is_the_smallest_that_keeps_up():
-    controller = AdaptiveBatchSize(32)
-    now = 0
-    for _ in range(3000):  # two requests arrive per millisecond, whatever the limit
-        controller.dispatched(min(controller.limit(), 2), now)
-        now += 1_000_000
-    assert controller.chosen == 2
 
 
 # -- the stress test -------------------------------------------------------------------------------

@@ -46,7 +46,6 @@ __all__ = ["BatchRunner", "answer"]
 
 _now = time.perf_counter_ns
 _InvalidState = concurrent.futures.InvalidStateError
-_CANCELLED = "CANCELLED_AND_NOTIFIED"  # concurrent.futures' state name
 
 
 def answer(future: Future, exc: BaseException) -> bool:
@@ -103,7 +102,7 @@ class BatchRunner:
             exc = error or EngineClosedError("the engine was closed before this request ran")
             if answer(request.future, exc):
                 failed += 1
-            elif request.future._state == _CANCELLED:
+            elif request.future.cancelled():
                 cancelled += 1
         self.count(failed, cancelled)
 
@@ -118,7 +117,7 @@ class BatchRunner:
             )
             if answer(request.future, error):
                 timed_out += 1
-            elif request.future._state == _CANCELLED:
+            elif request.future.cancelled():
                 cancelled += 1
         self.count(timed_out, cancelled, "timed_out")
 
