@@ -318,9 +318,11 @@ class Engine:
     def submit(self, feeds: Mapping[str, Any], *, priority: int = 0, timeout_ms: float | None = None) -> Future:
         """Queue one request for the scheduler; the future resolves to the outputs by name.
 
-        ``priority``: 0 (served first) to ``priority_levels - 1``. ``timeout_ms``: longest wait in
-        the queue (None = ``config.default_timeout_ms``, 0 = none); past it the future fails with
-        :class:`~edgecore.errors.RequestTimeoutError` and the request does not run. Raises at once,
+        ``priority``: 0 (served first) to ``priority_levels - 1``. ``timeout_ms`` (None =
+        ``config.default_timeout_ms``, 0 = none) bounds the whole request: a request still queued at
+        its deadline fails with :class:`~edgecore.errors.RequestTimeoutError` without running, and a
+        running one carries the deadline into the backend, which stops its runtime then where it can
+        (a batch runs until the latest deadline of its requests). Raises at once,
         accepting nothing: :class:`~edgecore.errors.InvalidInputError` for feeds that do not fit
         the model, :class:`~edgecore.errors.QueueFullError` when ``max_queue_size`` requests wait,
         :class:`EngineClosedError` once closed. Outputs are views the caller may keep; do not modify
@@ -345,7 +347,8 @@ class Engine:
         arrays = compiled.check(feeds)
         if out is not None:
             out = check_out(out, compiled.outputs)
-        # no worker is woken: result() runs the batch in this thread when it can, else wakes one
+        # no worker is woken: result() runs the batch in this thread when it can, else wakes one; it
+        # waits in slices, checking that the request is still queued or running (never forever)
         return fill_out(scheduler.submit(arrays, timeout_ms=timeout_ms, wake=False).result(), out)
 
     def _start_scheduler(self) -> Scheduler:
