@@ -189,7 +189,7 @@ class TorchCompiledModel(CompiledModel):
             self.options.cuda_graphs
             and entry.plan.capturable
             and not entry.capture_failed
-            and entry.runs >= self.options.warmup_runs
+            and entry.runs > self.options.warmup_runs
         ):
             try:
                 entry.captured = CapturedPlan(entry.plan, tensors, self.options.warmup_runs)
@@ -259,7 +259,8 @@ class TorchCompiledModel(CompiledModel):
         return self._recorder.constants_bytes()
 
     def signatures(self) -> list[dict[str, Any]]:
-        """What is kept per signature: shapes, steps, dynamic steps, whether a CUDA graph runs it."""
+        """What is kept per signature: shapes, steps, steps rebuilt per run, whether the plan can be
+        captured (no step waits for the device) and whether a CUDA graph runs it."""
         with self._lock:
             items = list(self._signatures.items())
         return [
@@ -267,6 +268,7 @@ class TorchCompiledModel(CompiledModel):
                 "inputs": [list(shape) for _, shape in key],
                 "steps": len(entry.plan.steps),
                 "dynamic_steps": entry.plan.num_dynamic,
+                "capturable": entry.plan.capturable,
                 "cuda_graph": entry.captured is not None,
                 "runs": entry.runs + 1,
             }

@@ -37,7 +37,7 @@ KNOWN_OPTIONS = {
     "output_device": "host (numpy outputs) | device (torch tensors on the model's device, DLPack)",
     "pinned_staging": "bool: copy host inputs and outputs through pinned memory (default: on for CUDA)",
     "max_signatures": "int >= 1: input signatures whose plans (and CUDA graphs) are kept, LRU (default 16)",
-    "warmup_runs": "int >= 0: eager runs of a signature before its CUDA graph is captured (default 1)",
+    "warmup_runs": "int >= 0: eager replays of a signature before its CUDA graph is captured, after the recording run (default 1)",
     "fold_batchnorm": "bool: fold BatchNormalization into the preceding Conv (default on)",
     "cudnn_benchmark": "bool: set torch.backends.cudnn.benchmark (process-wide; default: leave it)",
 }

@@ -51,7 +51,8 @@ class Step:
     outs: tuple[int, ...]
     multi: bool
     free: tuple[int, ...] = ()
-    dynamic: bool = False
+    dynamic: bool = False  # built again on every run (reads values only the data gives)
+    syncs: bool = False  # waits for the device (a data-dependent size): not capturable
     name: str = ""
 
 
@@ -217,7 +218,7 @@ class Recorder:
         static = not ctx.dynamic and not op.data_dependent and all(v.static for v in ins if v is not None and v.live is not None)
         values = as_outputs(result, len(node.outputs))
         outs = [_Val(live=t, static=static) if t is not None and name else None for name, t in zip(node.outputs, values)]
-        steps.append((fn, step_ins, args, outs, multi, ctx.dynamic, node.name or node.op_type))
+        steps.append((fn, step_ins, args, outs, multi, (ctx.dynamic, op.data_dependent), node.name or node.op_type))
         return outs
 
     def _rebuilding(self, node: Node, op: Any, ins: list[_Val | None]) -> Callable[..., Any]:
@@ -259,7 +260,7 @@ class Recorder:
         args = [cond.live] + [self._operand(node, -1, v) for v in outer]
         result = run_branch(*args)
         outs = [_Val(live=t, static=False) for t in result]
-        steps.append((run_branch, [cond, *outer], args, outs, True, True, node.name or "If"))
+        steps.append((run_branch, [cond, *outer], args, outs, True, (True, True), node.name or "If"))
         return outs
 
     # -- the plan ----------------------------------------------------------------------------------
@@ -279,7 +280,7 @@ class Recorder:
             slot_of(v)
         operands: dict[int, int] = {}  # id(known value) -> its slot, holding the device operand
         raw_steps = []
-        for fn, ins, args, outs, multi, dynamic, name in steps:
+        for fn, ins, args, outs, multi, flags, name in steps:
             in_slots = []
             for v, arg in zip(ins, args):
                 if v is None:
@@ -292,7 +293,7 @@ class Recorder:
                         template.append(arg)
                     in_slots.append(operands[id(v)])
             out_slots = [slot_of(v) if v is not None else -1 for v in outs]
-            raw_steps.append((fn, in_slots, out_slots, multi, dynamic, name))
+            raw_steps.append((fn, in_slots, out_slots, multi, flags, name))
         held = {x.untyped_storage().data_ptr() for x in inputs if x.numel()}
         held.update(t.untyped_storage().data_ptr() for t in template if isinstance(t, torch.Tensor) and t.numel())
         held.update(t.untyped_storage().data_ptr() for t in self._device_constants.values() if t.numel())
@@ -325,8 +326,11 @@ class Recorder:
             if s not in keep:
                 free.setdefault(i, []).append(s)
         plan_steps = tuple(
-            Step(fn=fn, ins=tuple(ins), outs=tuple(outs), multi=multi, free=tuple(free.get(i, ())), dynamic=dynamic, name=name)
-            for i, (fn, ins, outs, multi, dynamic, name) in enumerate(raw_steps)
+            Step(
+                fn=fn, ins=tuple(ins), outs=tuple(outs), multi=multi, free=tuple(free.get(i, ())),
+                dynamic=flags[0], syncs=flags[0] or flags[1], name=name,
+            )
+            for i, (fn, ins, outs, multi, flags, name) in enumerate(raw_steps)
         )
         casts = tuple(
             self.compute if (x.dtype == torch.float32 and self.compute is not None) else None for x in inputs
@@ -339,7 +343,7 @@ class Recorder:
             output_slots=tuple(output_slots),
             output_casts=tuple(output_casts),
             output_copies=tuple(copies),
-            capturable=not any(s.dynamic for s in plan_steps),
+            capturable=not any(s.syncs for s in plan_steps),
         )
         return plan, values
 
