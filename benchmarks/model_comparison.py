@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgecore import EngineConfig
     from edgecore.bench import BenchSettings, run_benchmark
-    from edgecore.bench.machine import machine_info
+    from _common import machine as machine_info  # waits for a quiet machine; ["load"] is live (_common.py)
 
     started = time.perf_counter()
     wanted = [m for m in MODELS if m[0] in args.models.split(",")]

@@ -282,7 +282,7 @@ def main() -> None:
     if args.quick:
         args.rounds, args.calls, args.drop, args.samples = 3, 5, 1, 4
     logging.basicConfig(level=logging.WARNING)
-    from edgecore.bench.machine import machine_info
+    from _common import machine as machine_info  # waits for a quiet machine; ["load"] is live (_common.py)
 
     machine = machine_info()
     rows, sweep = [], []
