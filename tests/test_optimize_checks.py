@@ -174,7 +174,7 @@ def test_optimize_uses_its_plugin_manager_and_builds_no_engine():
     assert compiled_options and all(o.memory_pool is not None for o in compiled_options)  # as an engine compiles
     with Engine(config, plugin_manager=pm) as engine:
         engine.load("zoo:flat")
-        expected = engine._compile_options()
+        expected = engine.config.instance_options(engine.pool)
     assert all(_without_pool(o) == _without_pool(expected) for o in compiled_options)
 
 

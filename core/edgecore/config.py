@@ -7,6 +7,7 @@ Derive variants with ``attrs.evolve(config, num_threads=1)``.
 
 from __future__ import annotations
 
+import os
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -103,3 +104,11 @@ class EngineConfig:
     def compile_options(self, **overrides: Any) -> CompileOptions:
         """The :class:`CompileOptions` this config asks of a backend (fields of the same name)."""
         return CompileOptions.from_config(self, **overrides)
+
+    def instance_options(self, memory_pool: Any = None) -> CompileOptions:
+        """The options each of ``instances`` compiled models gets: with more than one and no thread
+        count given, the cores are shared out and the backend is told its instances share them."""
+        if self.instances == 1:
+            return self.compile_options(memory_pool=memory_pool)
+        threads = self.num_threads or max(1, (os.cpu_count() or 1) // self.instances)
+        return self.compile_options(memory_pool=memory_pool, num_threads=threads, shared_cores=True)

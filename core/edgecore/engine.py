@@ -20,12 +20,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from edgecore.backend import Backend, CompiledModel, CompileOptions, backend_for, deadline_after
+from edgecore.backend import CompiledModel, deadline_after
 from edgecore.config import EngineConfig
 from edgecore.errors import (
-    BackendExecutionError,
-    ConfigurationError,
-    EdgecoreError,
     EngineClosedError,
     ModelNotLoadedError,
     OptimizationError,
@@ -36,7 +33,7 @@ from edgecore.inputs import check_out, fill_out
 from edgecore.memory import MemoryPool
 from edgecore.resources import EngineMetrics, MetricsSample, ProcessSampler
 from edgecore.profiling.profiler import get_profiler, next_batch_id, next_request_id
-from edgecore.selection import available_backend, candidate_backends, load_graph, plugin_label
+from edgecore.selection import candidate_backends, compile_first, compile_on, load_graph
 from edgecore.stats import EngineStats, StatsRecorder
 
 if TYPE_CHECKING:
@@ -107,19 +104,8 @@ class Engine:
         if self._profiler.active:
             self._profiler.record("model_load", load_started, _now(), args={"model": graph.name})
         started = time.perf_counter()
-        failures: list[tuple[str, str]] = []
         candidates = candidate_backends(graph, self.config, self._pm)
-        for position, spec in enumerate(candidates):
-            try:
-                compiled, instances = self._compile_all(spec, graph)
-                break
-            except EdgecoreError as exc:
-                if position + 1 == len(candidates) or isinstance(exc, ConfigurationError):
-                    if failures:
-                        exc.add_note("backends tried before: " + "; ".join(f"{n}: {e}" for n, e in failures))
-                    raise
-                failures.append((spec.name, str(exc)))
-                logger.warning("%s; falling back to backend %r", exc, candidates[position + 1].name)
+        spec, (compiled, instances), failures = compile_first(candidates, lambda spec: self._compile_all(spec, graph))
         logger.info(
             "compiled %s on %s in %.1f ms", describe_source(source), spec.name, (time.perf_counter() - started) * 1e3
         )
@@ -138,37 +124,21 @@ class Engine:
 
     def _compile_all(self, spec: BackendSpec, graph: Graph) -> tuple[CompiledModel, tuple[CompiledModel, ...]]:
         """``config.instances`` compiled models of ``graph`` on ``spec``; none is kept if one fails."""
-        backend = available_backend(spec, self._pm)
-        options = self._compile_options()
+        options = self.config.instance_options(self.pool)
         compiled: list[CompiledModel] = []
         try:
             for instance in range(self.config.instances):
-                compiled.append(self._compile(spec, backend, graph, options, instance))
+                started = _now()
+                compiled.append(compile_on(spec, graph, options, self._pm))
+                if self._profiler.active:
+                    self._profiler.record("compile", started, _now(), args={
+                        "model": graph.name, "backend": spec.name, "instance": instance,
+                    })
         except BaseException:
             for model in compiled:
                 _close_quietly(model)
             raise
         return compiled[0], tuple(compiled[1:])
-
-    def _compile(
-        self, spec: BackendSpec, backend: Backend, graph: Graph, options: CompileOptions, instance: int
-    ) -> CompiledModel:
-        started = _now()
-        try:
-            compiled = backend.compile(graph, options)
-        except EdgecoreError:
-            raise
-        except Exception as exc:
-            raise BackendExecutionError(
-                f"{plugin_label(self._pm, spec)} failed to compile {graph.name}: {type(exc).__name__}: {exc}",
-                backend=spec.name,
-                distribution=self._pm.distribution_of(self._pm.source_of("edgecore_backends", spec.name)),
-            ) from exc
-        if self._profiler.active:
-            self._profiler.record("compile", started, _now(), args={
-                "model": graph.name, "backend": backend.name, "instance": instance,
-            })
-        return compiled
 
     def optimize(self, config: Any = None) -> Any:
         """Optimize the loaded model with checked passes and recompile it on the same backend.
@@ -200,17 +170,6 @@ class Engine:
             for model in previous:
                 model.close()
         return report
-
-    def _compile_options(self) -> CompileOptions:
-        """CompileOptions for each instance: with ``instances`` > 1 and no thread count given, the
-        cores are shared out, and the backend is told that its instances share them."""
-        config = self.config
-        if config.instances == 1:
-            return config.compile_options(memory_pool=self.pool)
-        import os
-
-        threads = config.num_threads or max(1, (os.cpu_count() or 1) // config.instances)
-        return config.compile_options(memory_pool=self.pool, num_threads=threads, shared_cores=True)
 
     def close(self, drain: bool = True) -> None:
         """Stop accepting requests, answer every accepted one, and release the compiled models.

@@ -13,10 +13,17 @@ harness alike, each with the plugin manager it was given:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from edgecore.backend import Backend, backend_for
-from edgecore.errors import BackendUnavailableError, ModelLoadError, UnsupportedOperatorError
+from edgecore.backend import Backend, CompiledModel, CompileOptions, backend_for
+from edgecore.errors import (
+    BackendExecutionError,
+    BackendUnavailableError,
+    ConfigurationError,
+    EdgecoreError,
+    ModelLoadError,
+    UnsupportedOperatorError,
+)
 from edgecore.graph import Graph
 
 if TYPE_CHECKING:
@@ -26,7 +33,17 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["available_backend", "candidate_backends", "load_graph", "resolve_model", "plugin_label"]
+T = TypeVar("T")
+
+__all__ = [
+    "available_backend",
+    "candidate_backends",
+    "compile_on",
+    "compile_first",
+    "load_graph",
+    "resolve_model",
+    "plugin_label",
+]
 
 
 def resolve_model(source: ModelSource, plugin_manager: PluginManager) -> Any:
@@ -119,6 +136,48 @@ def candidate_backends(graph: Graph, config: Any, plugin_manager: PluginManager)
         raise unsupported_error(graph, {s.name: backend_for(s).unsupported_ops(graph) for s in candidates}, plugin_manager)
     fallbacks = [s for s in candidates if s is not chosen and not backend_for(s).unsupported_ops(graph)]
     return [chosen, *fallbacks]
+
+
+def compile_on(
+    spec: BackendSpec, graph: Graph, options: CompileOptions, plugin_manager: PluginManager
+) -> CompiledModel:
+    """``graph`` compiled by ``spec``'s backend; a plugin's own exception becomes
+    :class:`BackendExecutionError` naming the backend, its plugin and distribution."""
+    backend = available_backend(spec, plugin_manager)
+    try:
+        return backend.compile(graph, options)
+    except EdgecoreError:
+        raise
+    except Exception as exc:
+        plugin = plugin_manager.source_of("edgecore_backends", spec.name)
+        raise BackendExecutionError(
+            f"{plugin_label(plugin_manager, spec)} failed to compile {graph.name}: {type(exc).__name__}: {exc}",
+            backend=spec.name,
+            distribution=plugin_manager.distribution_of(plugin),
+        ) from exc
+
+
+def compile_first(
+    candidates: list[BackendSpec], build: Callable[[BackendSpec], T]
+) -> tuple[BackendSpec, T, tuple[tuple[str, str], ...]]:
+    """``build(spec)`` on each candidate in turn until one succeeds: ``(spec, result, failures)``.
+
+    A candidate that raises an :class:`EdgecoreError` is logged and the next one is tried; the
+    last candidate's error, or a :class:`ConfigurationError` (the caller's settings), is raised with
+    a note naming the backends tried before.
+    """
+    failures: list[tuple[str, str]] = []
+    for position, spec in enumerate(candidates):
+        try:
+            return spec, build(spec), tuple(failures)
+        except EdgecoreError as exc:
+            if position + 1 == len(candidates) or isinstance(exc, ConfigurationError):
+                if failures:
+                    exc.add_note("backends tried before: " + "; ".join(f"{n}: {e}" for n, e in failures))
+                raise
+            failures.append((spec.name, str(exc)))
+            logger.warning("%s; falling back to backend %r", exc, candidates[position + 1].name)
+    raise BackendUnavailableError("no backend to compile on")
 
 
 def unsupported_error(

@@ -17,14 +17,13 @@ closes it before returning.
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import attrs
 import numpy as np
 
 from edgecore.backend import CompiledModel, CompileOptions
-from edgecore.errors import BackendExecutionError, ConfigurationError, EdgecoreError, InvalidInputError, OptimizationError
+from edgecore.errors import InvalidInputError, OptimizationError
 from edgecore.graph import Graph
 from edgecore.inputs import random_feeds
 from edgecore.tensor import TensorSpec
@@ -261,56 +260,26 @@ class Evaluator:
         return attrs.evolve(config, **{k: v for k, v in changes.items() if hasattr(config, k)})
 
     def _options(self, config: EngineConfig) -> CompileOptions:
-        """The options each of the serving engine's instances is compiled with (Engine._compile_options)."""
+        """The options each of the serving engine's instances is compiled with."""
         if self._pool is None and config.enable_memory_pool:
             from edgecore.memory import MemoryPool
 
             self._pool = MemoryPool(
                 alignment=config.memory_alignment, max_memory_usage=config.max_memory_usage, pool_size=config.pool_size
             )
-        if config.instances == 1:
-            return CompileOptions.from_config(config, memory_pool=self._pool)
-        threads = config.num_threads or max(1, (os.cpu_count() or 1) // config.instances)
-        return CompileOptions.from_config(config, memory_pool=self._pool, num_threads=threads, shared_cores=True)
+        return config.instance_options(self._pool)
 
     def _compile(self, graph: Graph) -> CompiledModel:
         """``graph`` compiled on the chosen backend; the first call chooses it as an engine does."""
-        from edgecore.selection import candidate_backends
+        from edgecore.selection import candidate_backends, compile_first, compile_on
 
         config, pm = self._config(), self._plugin_manager()
         if self._spec is not None:
-            return self._compile_on(self._spec, graph, config, pm)
+            return compile_on(self._spec, graph, self._options(config), pm)
         candidates = candidate_backends(graph, config, pm)
-        failures: list[str] = []
-        for position, spec in enumerate(candidates):
-            try:
-                compiled = self._compile_on(spec, graph, config, pm)
-            except EdgecoreError as exc:
-                if position + 1 == len(candidates) or isinstance(exc, ConfigurationError):
-                    if failures:
-                        exc.add_note("backends tried before: " + "; ".join(failures))
-                    raise
-                failures.append(f"{spec.name}: {exc}")
-                logger.warning("%s; checking on backend %r instead", exc, candidates[position + 1].name)
-                continue
-            self._spec, self.backend = spec, spec.name
-            return compiled
-        raise AssertionError("candidate_backends returned no backend")  # pragma: no cover - it raises instead
-
-    def _compile_on(self, spec: BackendSpec, graph: Graph, config: EngineConfig, pm: PluginManager) -> CompiledModel:
-        from edgecore.selection import available_backend, plugin_label
-
-        backend = available_backend(spec, pm)
-        try:
-            return backend.compile(graph, self._options(config))
-        except EdgecoreError:
-            raise
-        except Exception as exc:
-            raise BackendExecutionError(
-                f"{plugin_label(pm, spec)} failed to compile {graph.name}: {type(exc).__name__}: {exc}",
-                backend=spec.name,
-                distribution=pm.distribution_of(pm.source_of("edgecore_backends", spec.name)),
-            ) from exc
+        spec, compiled, _ = compile_first(candidates, lambda spec: compile_on(spec, graph, self._options(config), pm))
+        self._spec, self.backend = spec, spec.name
+        return compiled
 
     def _reference(self, graph: Graph) -> list[np.ndarray]:
         from onnx.reference import ReferenceEvaluator
