@@ -23,9 +23,10 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 
 @pytest.fixture
 def close():
-    """assert_close(actual, expected, rtol): every output, same shape and dtype, within rtol of its range."""
+    """close(actual, expected, rtol, atol): every output has the expected shape and dtype, and differs
+    by at most ``rtol`` of its largest magnitude plus ``atol`` (integers and booleans: exactly)."""
 
-    def check(actual: dict, expected: dict, rtol: float = 1e-4) -> None:
+    def check(actual: dict, expected: dict, rtol: float = 1e-4, atol: float = 1e-6) -> None:
         assert set(actual) == set(expected), f"outputs {sorted(actual)} != {sorted(expected)}"
         for name, want in expected.items():
             got = np.asarray(actual[name])
@@ -34,7 +35,12 @@ def close():
             if want.dtype.kind in "biu":
                 np.testing.assert_array_equal(got, want, err_msg=name)
             else:
-                err = relative_error(got, want)
-                assert err <= rtol, f"output {name!r} differs by {err:.3g} of its range (allowed {rtol})"
+                if not want.size:
+                    continue
+                scale = float(np.abs(want.astype(np.float64)).max())
+                err = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max())
+                assert err <= rtol * scale + atol, (
+                    f"output {name!r} differs by {err:.3g} (largest magnitude {scale:.3g}; allowed {rtol} of it + {atol})"
+                )
 
     return check
