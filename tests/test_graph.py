@@ -302,3 +302,33 @@ def test_limits_from_the_environment(monkeypatch, conv_model):
 def test_unreadable_path_is_a_load_error(tmp_path):
     with pytest.raises(ModelLoadError):
         Graph.load(str(tmp_path / "a\0b.onnx"))
+
+
+def test_function_body_inference_bug_is_not_a_load_error():
+    """onnx's strict inference rejects the function body it expands MeanVarianceNormalization-13
+    into; ONNX Runtime runs the operator's kernel, so Graph.load accepts the model."""
+    graph = helper.make_graph(
+        [helper.make_node("MeanVarianceNormalization", ["x"], ["y"])], "mvn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 3, 3, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 3, 3, 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    with pytest.raises(Exception, match="function body|Constant"):
+        onnx.checker.check_model(model, full_check=True)
+    assert Graph.load(model).outputs[0].shape == (3, 3, 3, 1)
+    _ort(model, {"x": np.ones((3, 3, 3, 1), np.float32)})  # the runtime runs it
+
+
+def test_broken_subgraph_is_still_refused():
+    then = helper.make_graph([helper.make_node("Add", ["x", "x"], ["t"])], "then", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 9])])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)], "if",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]), helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    with pytest.raises(ModelLoadError, match="validation"):
+        Graph.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
