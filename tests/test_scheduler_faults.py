@@ -449,6 +449,31 @@ def test_done_callbacks_may_call_back_into_the_scheduler(inner, raw):
     tally.check(sched)
 
 
+def test_waiting_inside_a_callback_on_the_only_instance_fails_instead_of_hanging(inner, raw, monkeypatch):
+    sched, model = make(inner, max_batch_size=1)
+    monkeypatch.setattr(edgecore.scheduler, "CHECK_INTERVAL_S", 0.02)
+    seen: list = []
+    done = threading.Event()
+
+    def blocking(future) -> None:  # runs on the thread that holds the only model instance
+        try:
+            seen.append(sched.submit({"x": x(2)}, wake=False).result())
+        except EdgecoreError as exc:
+            seen.append(exc)
+        done.set()
+
+    first = sched.submit({"x": x(1)})
+    first.add_done_callback(blocking)
+    assert done.wait(HANG_S)
+    assert isinstance(seen[0], EdgecoreError) and "inside a future's callback" in str(seen[0])
+    sched.close()
+    tally = Tally(raw)
+    tally.add(first, x(1), timeout=0)
+    tally.counts["failed"] += 1
+    tally.check(sched)
+    assert 2.0 not in model.seen()
+
+
 # -- a scheduler bug is not a hang ------------------------------------------------------------------
 
 

@@ -128,7 +128,10 @@ class BatchRunner:
         try:
             if len(batch) == 1:
                 request = batch[0]
-                started = _start(request.future)
+                try:
+                    started = request.future.set_running_or_notify_cancel()
+                except RuntimeError:  # answered already
+                    started = None
                 if started:
                     self._run_alone(model, request)
                 elif started is False:

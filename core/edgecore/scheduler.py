@@ -38,9 +38,8 @@ Semantics
 * **Errors.** A batched run that fails (its assembly included, e.g.
   :class:`~edgecore.errors.MemoryBudgetExceeded`) is retried one request at a time, once the batch's
   buffers are released, so that only the requests that fail alone fail; a batch that timed out is
-  not retried. The frames that ran a failed request let go of it before they return, as
-  ``concurrent.futures`` does: the failure's traceback holds them and the future holds the failure,
-  so a kept frame holding the future would be a cycle that keeps buffers until the garbage collector.
+  not retried (:mod:`edgecore._runner`). A failed request's frames let go of it before they return,
+  so that its failure's traceback makes no reference cycle through its future.
 * **Every accepted future resolves**: with its outputs, a timeout, the model's error,
   :class:`~edgecore.errors.EngineClosedError` (``close(drain=False)``), or an
   :class:`~edgecore.errors.EdgecoreError` saying the scheduler failed. Whoever takes requests off
@@ -72,6 +71,9 @@ Concurrency
 * **close** (any thread) sets ``_closing`` under ``_lock``, takes the queued requests when not
   draining, wakes every worker and joins them (except itself, when called from a callback); workers
   leave once the queue is empty; close then waits for helping callers still running a batch.
+* **Callbacks** of a future run on the thread that ran its batch, which still holds that model
+  instance: one that waits for another result without a timeout waits for an instance it holds
+  itself; when it holds every instance, its wait fails with an ``EdgecoreError`` after one check.
 * **Locks.** ``_lock`` guards the queue, the policy (batching on/off, adaptive limit, waits),
   ``_idle``, ``_in_use``, ``_helping``, ``_arrivals``, ``cancelled``, the token set ``_live`` and the
   flags; it is never held while a model runs, a future resolves, or the statistics recorder or the
@@ -110,7 +112,7 @@ __all__ = ["Scheduler", "CHECK_INTERVAL_S"]
 CHECK_INTERVAL_S = 1.0
 
 _now = time.perf_counter_ns
-_PENDING = "PENDING"  # concurrent.futures' state names
+_PENDING, _FINISHED = "PENDING", "FINISHED"  # concurrent.futures' state names
 _UNRESOLVED = ("PENDING", "RUNNING")
 
 
@@ -118,22 +120,33 @@ class _Future(concurrent.futures.Future):
     """A Future whose blocking ``result()`` may run its own request's batch in the calling thread,
     and that never waits forever on a request nobody will answer (see the module docstring)."""
 
+    _taken = False  # off the queue (into a batch, expired, or dropped at close)
+    _token = 0  # the batch that took it; in scheduler._live until that batch is settled
+
     def __init__(self, scheduler: Scheduler, key: Any, deadline: int, woken: bool) -> None:
         super().__init__()
         self._scheduler: Scheduler | None = scheduler  # None once settled: a kept future keeps no model
         self._key = key
         self._deadline = deadline
         self._woken = woken  # submit woke a worker for it
-        self._taken = False  # off the queue (into a batch, expired, or dropped at close)
-        self._token = 0  # the batch that took it; in scheduler._live until that batch is settled
 
     def result(self, timeout: float | None = None) -> Any:
         scheduler = self._scheduler
-        if timeout is not None or scheduler is None:
-            if scheduler is not None and not self._taken and not self._woken and self._state == _PENDING:
-                scheduler._wake()  # the caller will not run it: a worker must
-            return super().result(timeout)
+        if timeout is None and scheduler is not None and not self._taken and self._state == _PENDING:
+            scheduler._help(self)
+            if self._state == _FINISHED and self._exception is None:
+                return self._result  # ran in this thread (FINISHED is final: no lock needed to read it)
         try:
+            return self._wait(scheduler, timeout)
+        finally:
+            self = scheduler = None  # a raised exception's traceback holds this frame: no cycle
+
+    def _wait(self, scheduler: Scheduler | None, timeout: float | None) -> Any:
+        try:
+            if timeout is not None or scheduler is None:
+                if scheduler is not None and not self._taken and not self._woken and self._state == _PENDING:
+                    scheduler._wake()  # the caller will not run it: a worker must
+                return super().result(timeout)
             while True:
                 if not self._taken and self._state == _PENDING:
                     scheduler._help(self)
@@ -146,15 +159,7 @@ class _Future(concurrent.futures.Future):
                         return super().result(0)  # resolved meanwhile (or its answer is a TimeoutError)
                 scheduler._check(self)
         finally:
-            self = scheduler = None  # the raised exception's traceback holds this frame: no cycle
-
-
-def _off(requests: list[Request], token: int) -> list[Request]:
-    """Mark ``requests`` as taken off the queue by the batch ``token`` (no more helping)."""
-    for request in requests:
-        future = request.future
-        future._taken, future._token = True, token
-    return requests
+            self = scheduler = None  # as in result()
 
 
 def _release(wake: threading.Lock | None) -> None:
@@ -340,10 +345,10 @@ class Scheduler:
         if token:
             self._live.discard(token)
 
-    def _abandon(self, future: _Future, error: BaseException | None) -> bool:
+    def _abandon(self, future: _Future, error: BaseException | None, why: str = "") -> bool:
         """Fail ``future``, which the scheduler failed to answer (``error``: why, if known)."""
         cause = f"{type(error).__name__}: {error}" if error is not None else "it was left unanswered"
-        failure = EdgecoreError(f"edgecore's scheduler failed while serving this request ({cause})")
+        failure = EdgecoreError(why or f"edgecore's scheduler failed while serving this request ({cause})")
         if isinstance(error, Exception):
             failure.__cause__ = error
         if answer(future, failure):
@@ -392,10 +397,7 @@ class Scheduler:
             with self._lock:
                 if now >= self._queue.next_deadline:
                     self._queue.expire(now, expired)
-                    if expired:
-                        token = next(self._tokens)
-                        self._live.add(token)
-                        _off(expired, token)
+                    token = self._claim(expired) if expired else 0
             if expired:
                 self._runner.time_out(expired, now)
         finally:
@@ -403,6 +405,12 @@ class Scheduler:
         if not future._taken:
             if not any(worker.is_alive() for worker in self._workers):
                 self._fail_stranded("the scheduler's workers have stopped")
+            elif all(holder == threading.get_ident() for holder in self._in_use):
+                self._abandon(future, None, (
+                    "result() without a timeout was called on the thread that runs every model instance "
+                    "(inside a future's callback?): this request could never run; do not wait for "
+                    "results inside callbacks (chain them with add_done_callback), or add instances"
+                ))
         elif future._token not in self._live and future._state in _UNRESOLVED:
             # taken by a batch that was settled, yet unanswered: a bug; never wait on it forever
             if self._abandon(future, None):
@@ -429,10 +437,19 @@ class Scheduler:
                 finally:
                     self._lock.acquire()
 
-    def _take_all(self) -> tuple[int, list[Request]]:
+    def _claim(self, requests: list[Request]) -> int:
+        """The token of ``requests``, just taken off the queue: marked taken (no more helping), and
+        live in ``_live`` until they are settled."""
         token = next(self._tokens)
         self._live.add(token)
-        return token, _off(self._queue.take_all(), token)
+        for request in requests:
+            future = request.future
+            future._taken, future._token = True, token
+        return token
+
+    def _take_all(self) -> tuple[int, list[Request]]:
+        taken = self._queue.take_all()
+        return self._claim(taken), taken
 
     def _wake(self) -> None:
         """Wake one idle worker whose model is free, if requests wait."""
@@ -450,20 +467,24 @@ class Scheduler:
                 return self._wakes[idle.pop(position)]
         return None
 
+    def _size(self, head: Request, now: int, waiting: bool) -> int:
+        """Items the policy sends now for ``head``'s shape, 0 to wait (``waiting``: already are)."""
+        policy = self._policy
+        return policy.size(
+            policy.limit(head.deadline, now), self._queue.items[head.key], head.arrival, now,
+            waiting=waiting, closing=self._closing,
+        )
+
     def _take(self, head: Request, now: int, mark: int) -> tuple[int, list[Request]]:
         """The batch the policy sends now for ``head``, taken off the queue, and its token; (0, [])
         to wait. ``mark``: arrivals counted when the caller began waiting for a fuller batch (-1: it
         did not). Nothing after the take can raise."""
-        queue, policy = self._queue, self._policy
-        size = policy.size(
-            policy.limit(head.deadline, now), queue.items[head.key], head.arrival, now,
-            waiting=mark >= 0, closing=self._closing,
-        )
+        size = self._size(head, now, mark >= 0)
         if not size:
             return 0, []
-        token = next(self._tokens)
-        self._live.add(token)
-        batch = _off(queue.take(head.key, size), token)
+        policy = self._policy
+        batch = self._queue.take(head.key, size)
+        token = self._claim(batch)
         if policy.adaptive is not None:
             try:
                 items = sum([request.items for request in batch])
@@ -472,8 +493,9 @@ class Scheduler:
                 logger.exception("the batching policy failed to learn from a dispatch")
         return token, batch
 
-    def _next(self, index: int, me: int) -> tuple[int, list[Request], list[Request]] | None:
-        """Block until there is work: (token, batch, expired); None once closing with nothing queued.
+    def _next(self, index: int, me: int) -> tuple[int, list[Request], list[Request], threading.Lock | None] | None:
+        """Block until there is work: (token, batch, expired, wake: another worker to wake once the
+        caller holds the work); None once closing with nothing queued.
 
         Frees the worker's model if it held it (thread ``me``); a returned batch holds it again.
         """
@@ -493,15 +515,12 @@ class Scheduler:
                 if now >= queue.next_deadline:
                     expired = queue.expire(now, [])
                     if expired:
-                        token = next(self._tokens)
-                        self._live.add(token)
-                        return token, [], _off(expired, token)
+                        return self._claim(expired), [], expired, None
                     if not queue.queued:
                         continue
                 head = queue.head()
                 if self._in_use[index]:  # a helping caller runs this model: hand the work on
-                    if self._policy.size(self._policy.limit(head.deadline, now), queue.items[head.key],
-                                         head.arrival, now, waiting=True, closing=self._closing):
+                    if self._size(head, now, True):
                         _release(self._wake_one())
                         self._sleep(index, -1)  # the helper wakes this worker when it is done
                         continue
@@ -516,8 +535,7 @@ class Scheduler:
                     mark = self._arrivals
                 until = min(self._policy.send_by(head.arrival), queue.next_deadline)
                 self._sleep(index, (until - now) / 1e9)
-        _release(wake)
-        return token, batch, []
+        return token, batch, [], wake
 
     # -- running a batch ------------------------------------------------------------------------------
 
@@ -586,7 +604,8 @@ class Scheduler:
                 work = self._next(index, me)
                 if work is None:
                     return
-                token, batch, expired = work
+                token, batch, expired, wake = work
+                _release(wake)
                 started = _now()
                 if expired:
                     runner.time_out(expired, started)
@@ -602,4 +621,4 @@ class Scheduler:
             finally:
                 if token:  # a batch or the expired requests (never both), all answered now
                     self._settle(batch or expired, error, token)
-            error = work = batch = expired = None
+            error = work = batch = expired = wake = None
