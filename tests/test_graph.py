@@ -332,3 +332,11 @@ def test_broken_subgraph_is_still_refused():
     )
     with pytest.raises(ModelLoadError, match="validation"):
         Graph.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_huge_file_is_refused_before_reading(tmp_path):
+    path = tmp_path / "huge.onnx"
+    with open(path, "wb") as file:
+        file.truncate(3 << 30)  # a sparse 3 GiB file: nothing allocated unless it is read
+    with pytest.raises(ModelLoadError, match="3,221,225,472 bytes, over the limit of 2,147,483,648"):
+        Graph.load(path)
