@@ -462,8 +462,10 @@ def test_waiting_inside_a_callback_on_the_only_instance_fails_instead_of_hanging
             seen.append(exc)
         done.set()
 
+    model.gate.clear()  # so that the callback is added before the run ends: the worker runs it
     first = sched.submit({"x": x(1)})
     first.add_done_callback(blocking)
+    model.gate.set()
     assert done.wait(HANG_S)
     assert isinstance(seen[0], EdgecoreError) and "inside a future's callback" in str(seen[0])
     sched.close()
