@@ -9,7 +9,6 @@ from the data" path of the lowering are exercised.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
@@ -231,6 +230,12 @@ CASES = [
     case("DequantizeLinear", {"x": rng.integers(-100, 100, (2, 3, 2)).astype(np.int8), "s": f(3, low=0.01), "z": i(1, -2, 0, dtype=np.int8)}, {"axis": 1}, opset=19, consts=["s", "z"], id="DequantizeLinear-per-axis"),
     case("QuantizeLinear", {"x": f(2, 5) * 10, "s": np.float32(0.05), "z": np.uint8(120)}, opset=19, consts=["s", "z"]),
     case("Dropout", {"x": f(2, 3)}),
+    case("NonMaxSuppression", {"b": np.array([[[0, 0, 1, 1], [0, 0.1, 1, 1.1], [0, -0.1, 1, 0.9], [0, 10, 1, 11], [0, 10.1, 1, 11.1], [0, 100, 1, 101]]], np.float32),
+                               "s": np.array([[[0.9, 0.75, 0.6, 0.95, 0.5, 0.3], [0.1, 0.2, 0.9, 0.9, 0.4, 0.4]]], np.float32),
+                               "m": i(3), "iou": np.array([0.5], np.float32), "st": np.array([0.25], np.float32)},
+         consts=["m", "iou", "st"]),
+    case("NonMaxSuppression", {"b": f(2, 20, 4), "s": f(2, 3, 20), "m": i(4), "iou": np.array([0.3], np.float32)},
+         {"center_point_box": 1}, consts=["m", "iou"], id="NonMaxSuppression-center-live"),
 ]
 
 
