@@ -252,7 +252,7 @@ def test_non_tensor_input_is_named():
         [helper.make_tensor_value_info("n", TensorProto.INT64, [])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(ModelLoadError, match="input 's' is not a tensor"):
+    with pytest.raises(ModelLoadError, match="input .s. is a sequence, not a tensor"):
         Graph.load(model)
 
 
@@ -340,3 +340,22 @@ def test_huge_file_is_refused_before_reading(tmp_path):
         file.truncate(3 << 30)  # a sparse 3 GiB file: nothing allocated unless it is read
     with pytest.raises(ModelLoadError, match="3,221,225,472 bytes, over the limit of 2,147,483,648"):
         Graph.load(path)
+
+
+def test_ir3_initializers_need_not_be_listed_as_inputs(rng):
+    """The checker wants an IR 3 model's initializers listed as graph inputs; ONNX Runtime runs it
+    without (its own datasets/mul_1.onnx is such a model)."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "w"], ["y"])], "mul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])],
+        [numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(3, 2), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)])
+    model.ir_version = 3
+    with pytest.raises(onnx.checker.ValidationError, match="initializer but not in graph input"):
+        onnx.checker.check_model(model)
+    graph = Graph.load(model)
+    assert [s.name for s in graph.inputs] == ["x"]
+    x = rng.standard_normal((3, 2)).astype(np.float32)
+    np.testing.assert_array_equal(_ort(model, {"x": x})["y"], x * numpy_helper.to_array(model.graph.initializer[0]))

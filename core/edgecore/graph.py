@@ -311,27 +311,42 @@ def _expands_to_function(model: onnx.ModelProto, op_type: str) -> bool:
     return (schema.has_function or schema.has_context_dependent_function) and not has_graph
 
 
+def _unlisted_initializers(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """Initializers an IR < 4 model does not list as graph inputs (the checker wants them listed)."""
+    if model.ir_version >= 4:
+        return []
+    listed = {value.name for value in model.graph.input}
+    return [tensor for tensor in model.graph.initializer if tensor.name not in listed]
+
+
+def _for_checker(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto``, or a copy patched where the checker is stricter than the runtimes: shapeless
+    values get a placeholder shape, unlisted initializers of IR < 4 models get listed."""
+    if not _shapeless(proto) and not _unlisted_initializers(proto):
+        return proto
+    patched = onnx.ModelProto()
+    patched.CopyFrom(proto)
+    for value in _shapeless(patched):
+        value.type.tensor_type.shape.SetInParent()
+    for tensor in _unlisted_initializers(patched):
+        patched.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+    return patched
+
+
 def _validate(proto: onnx.ModelProto, source: str) -> None:
-    """``onnx.checker`` with full shape inference, as runtimes judge a model, except for two things
-    the checker refuses and ONNX Runtime runs:
+    """``onnx.checker`` with full shape inference, as runtimes judge a model, except for what the
+    checker refuses and ONNX Runtime runs:
 
     * a missing shape on a main-graph input or output (any rank);
+    * an IR < 4 model whose initializers are not also listed as graph inputs;
     * a shape-inference error inside the *function body* of a standard operator (onnx expands
       e.g. MeanVarianceNormalization-13 into a body its own inference rejects); runtimes have a
       kernel for the operator and never expand it. Logged, not raised.
+
+    Structure is checked on :func:`_for_checker`'s copy; inference runs on the model as it is.
     """
     try:
-        if _shapeless(proto):
-            # Structure on a copy whose shapeless values carry a placeholder shape; inference below
-            # runs on the model as it is, where no shape means any rank.
-            patched = onnx.ModelProto()
-            patched.CopyFrom(proto)
-            for value in _shapeless(patched):
-                value.type.tensor_type.shape.SetInParent()
-            onnx.checker.check_model(patched, full_check=False)
-            del patched
-        else:
-            onnx.checker.check_model(proto, full_check=False)
+        onnx.checker.check_model(_for_checker(proto), full_check=False)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise ModelLoadError(f"{source} failed ONNX validation: {exc}") from exc
     try:
@@ -345,6 +360,19 @@ def _validate(proto: onnx.ModelProto, source: str) -> None:
             )
             return
         raise ModelLoadError(f"{source} failed ONNX validation: {exc}") from exc
+
+
+def _check_io_types(model: onnx.ModelProto, source: str) -> None:
+    """Refuse main-graph inputs and outputs that are not tensors (sequences, maps, optionals): the
+    runtimes take them, edgecore's requests and results hold tensors only."""
+    for role, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for value in values:
+            kind = value.type.WhichOneof("value")
+            if kind not in (None, "tensor_type"):
+                raise ModelLoadError(
+                    f"{source}: model {role} {value.name!r} is a {kind.replace('_type', '')}, not a tensor; "
+                    f"edgecore takes and returns tensors only"
+                )
 
 
 class Graph:
@@ -411,6 +439,7 @@ class Graph:
 
     @classmethod
     def from_proto(cls, proto: onnx.ModelProto, *, source: str = "<ModelProto>", check: bool = True) -> Graph:
+        _check_io_types(proto, source)
         if check:
             _validate(proto, source)
         try:
