@@ -21,8 +21,8 @@ plugins of layer 8 are named in ``plugins.DEFAULT_PLUGINS`` and loaded like entr
 plugins (cpu_simd, openvino) use layers 1-6 and the cache.
 """
 
-from edgecore.config import EngineConfig
-from edgecore.engine import Engine
+from typing import TYPE_CHECKING, Any
+
 from edgecore.errors import (
     BackendExecutionError,
     BackendUnavailableError,
@@ -39,11 +39,41 @@ from edgecore.errors import (
     RequestTimeoutError,
     UnsupportedOperatorError,
 )
-from edgecore.graph import Graph
-from edgecore.hookspecs import hookimpl
-from edgecore.tensor import DataType, TensorSpec
+
+if TYPE_CHECKING:
+    from edgecore.config import EngineConfig
+    from edgecore.engine import Engine
+    from edgecore.graph import Graph
+    from edgecore.hookspecs import hookimpl
+    from edgecore.tensor import DataType, TensorSpec
 
 __version__ = "0.1.0"
+
+#: Names this facade exports, imported on first use: ``import edgecore`` (and ``edgecore --help``)
+#: pays for numpy, onnx and onnx_ir only when a program touches what needs them.
+_LAZY = {
+    "Engine": "edgecore.engine",
+    "EngineConfig": "edgecore.config",
+    "Graph": "edgecore.graph",
+    "hookimpl": "edgecore.hookspecs",
+    "DataType": "edgecore.tensor",
+    "TensorSpec": "edgecore.tensor",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgecore' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "Engine",
