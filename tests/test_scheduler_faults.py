@@ -505,7 +505,8 @@ def test_a_request_left_unanswered_fails_its_waiting_caller(inner, raw, monkeypa
 def test_random_faults_cancellations_and_close_lose_nothing(inner, raw, seed):
     rng = random.Random(seed)
     faults = {call: rng.choice(["raise", "raise", "short", "hang"]) for call in rng.sample(range(1, 120), 12)}
-    sched, model = make(inner, faults, max_batch_size=4, max_queue_delay_us=300, instances=1)
+    # adaptive on: batching may turn off (a "short" batch) while other threads decide under the lock
+    sched, model = make(inner, faults, max_batch_size=4, max_queue_delay_us=300, adaptive_batching=seed != 1)
     model.hang_s = 0.02  # a hang ends after 20 ms, or at its run's deadline (RequestTimeoutError)
     sent: list[tuple] = []
     lock = threading.Lock()
