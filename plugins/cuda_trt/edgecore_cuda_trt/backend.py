@@ -95,8 +95,8 @@ class TensorRTBackend(Backend):
         return found
 
     def unsupported_ops(self, graph: Graph) -> list[str]:
-        if not self.availability().ok:
-            return []  # unavailable: selection says why, not an operator list
+        if not self.availability().ok:  # it runs nothing here (availability says why)
+            return sorted({op_name(domain, op) for domain, op in graph.op_types()})
         return list(_unsupported(graph))
 
     def compile(self, graph: Graph, options: CompileOptions) -> Any:

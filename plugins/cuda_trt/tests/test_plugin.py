@@ -35,7 +35,16 @@ def test_unavailable_with_the_reason_and_how_to_fix_it():
     assert not availability.ok
     assert "tensorrt is not installed" in availability.reason
     assert "pip install" in availability.reason
-    assert TensorRTBackend().unsupported_ops is not None  # listing ops never imports TensorRT
+
+
+
+@without_tensorrt
+def test_without_tensorrt_it_claims_no_operator():
+    """So that UnsupportedOperatorError never names tensorrt as a backend that has an operator."""
+    from edgecore.graph import Graph
+
+    graph = Graph.load(OP_CASES["MLP"].build())
+    assert TensorRTBackend().unsupported_ops(graph) == ["Gemm", "Relu", "Softmax"]
 
 
 @without_tensorrt

@@ -115,12 +115,12 @@ class TorchBackend(Backend):
         from edgecore_torch.options import TorchOptions
 
         settings = TorchOptions.from_compile_options(options, device_facts())
-        strings = [s.name for s in (*graph.inputs, *graph.outputs) if s.dtype == DataType.STRING]
-        if strings:
+        untyped = _untyped(graph)
+        if untyped:
             raise UnsupportedOperatorError(
-                f"{graph.name}: torch has no string tensors; inputs/outputs {strings} are strings "
-                "(use the cpu_simd backend)",
-                ops=("string tensors",),
+                f"{graph.name}: torch has no tensors of type {', '.join(sorted(untyped))} "
+                f"(tensors {sorted(n for names in untyped.values() for n in names)[:8]}); use the cpu_simd backend",
+                ops=tuple(f"{t} tensors" for t in sorted(untyped)),
             )
         missing = self.unsupported_ops(graph)
         if missing:
@@ -140,3 +140,23 @@ class TorchBackend(Backend):
             program.folded_batchnorms,
         )
         return TorchCompiledModel(program, graph, settings)
+
+
+def _untyped(graph: Graph) -> dict[str, list[str]]:
+    """Element types of inputs, outputs and initializers that torch cannot hold, with tensor names."""
+    from edgecore_torch.ops import torch_dtype
+
+    found: dict[str, list[str]] = {}
+
+    def note(elem: int, name: str) -> None:
+        try:
+            torch_dtype(elem)
+        except NotImplementedError:
+            found.setdefault(DataType(elem).name.lower() if elem in DataType._value2member_map_ else str(elem), []).append(name)
+
+    for spec in (*graph.inputs, *graph.outputs):
+        note(int(spec.dtype), spec.name)
+    for name, value in graph.model.graph.initializers.items():
+        if value.dtype is not None:
+            note(int(value.dtype), name)
+    return found

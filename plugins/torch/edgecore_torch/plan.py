@@ -29,6 +29,7 @@ import torch
 from edgecore.errors import RequestTimeoutError
 from edgecore_torch.lowering import Node, Program, Subgraph, as_outputs, evaluate_known
 from edgecore_torch.ops import CONTROL_FLOW, OpContext, lookup
+from edgecore_torch.ops._registry import run_dtype
 
 __all__ = ["Plan", "Recorder"]
 
@@ -132,11 +133,9 @@ class Recorder:
         shared = key[0] in self._constant_ids
         if shared and key in self._device_constants:
             return self._device_constants[key]
-        dtype = value.dtype
-        if dtype == torch.float32 and self.compute is not None:
-            dtype = self.compute
-            if dtype == torch.float16:
-                value = torch.clamp(value, -65504.0, 65504.0)  # float32 extremes (masks) stay finite
+        dtype = run_dtype(value.dtype, self.compute)
+        if value.dtype == torch.float32 and dtype == torch.float16:
+            value = torch.clamp(value, -65504.0, 65504.0)  # float32 extremes (masks) stay finite
         tensor = value.to(self.device, dtype=dtype)
         if channels_last:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
@@ -156,8 +155,8 @@ class Recorder:
         env: dict[str, _Val] = {name: _Val(known=t) for name, t in program.constants.items()}
         feeds = []
         for name, x in zip(program.inputs, inputs):
-            if x.dtype == torch.float32 and self.compute is not None:
-                x = x.to(self.compute)
+            if run_dtype(x.dtype, self.compute) != x.dtype:
+                x = x.to(run_dtype(x.dtype, self.compute))
             env[name] = val = _Val(live=x, static=True)
             feeds.append(val)
         steps: list[tuple[Callable, list[_Val | None], list[_Val | None], bool, bool, str]] = []
@@ -193,7 +192,7 @@ class Recorder:
         known = [v.known if v is not None else None for v in ins]
         live = live_override if live_override is not None else [v.live if v is not None else None for v in ins]
         static = [v.static if v is not None else True for v in ins]
-        return OpContext(node, known, live, static, self.device, self.compute, self.hints)
+        return OpContext(node, known, live, static, self.device, self.compute, self.hints, widen=True)
 
     def _operand(self, node: Node, index: int, v: _Val) -> torch.Tensor:
         if v.live is not None:
@@ -229,7 +228,7 @@ class Recorder:
 
         def rebuild(*xs):
             live = [None if known[i] is not None else xs[i] for i in range(count)]
-            ctx = OpContext(node, known, live, [False] * count, device, compute, hints)
+            ctx = OpContext(node, known, live, [False] * count, device, compute, hints, widen=True)
             fn = op.build(ctx)
             return fn(*[None if i in ctx.consumed else xs[i] for i in range(count)])
 
@@ -332,9 +331,7 @@ class Recorder:
             )
             for i, (fn, ins, outs, multi, flags, name) in enumerate(raw_steps)
         )
-        casts = tuple(
-            self.compute if (x.dtype == torch.float32 and self.compute is not None) else None for x in inputs
-        )
+        casts = tuple(run_dtype(x.dtype, self.compute) if run_dtype(x.dtype, self.compute) != x.dtype else None for x in inputs)
         plan = Plan(
             steps=plan_steps,
             template=tuple(template),

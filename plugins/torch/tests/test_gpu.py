@@ -15,11 +15,21 @@ torch = pytest.importorskip("torch")
 
 from edgecore import Engine, EngineConfig  # noqa: E402
 from edgecore.selection import load_graph  # noqa: E402
+from edgecore.testing import BackendConformance  # noqa: E402
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)"),
 ]
+
+
+class TestTorchCudaConformance(BackendConformance):
+    """The conformance suite on the GPU (float32; cuDNN may use TF32 for convolutions)."""
+
+    backend = "torch"
+    config = {"device": "gpu"}
+    rtol = 5e-3
+    atol = 5e-3
 
 
 def _image(batch: int, seed: int = 0) -> np.ndarray:

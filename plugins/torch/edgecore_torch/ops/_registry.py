@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 import attrs
 import torch
 
-__all__ = ["OpDef", "OpContext", "register", "lookup", "registered", "ONNX_TO_TORCH", "torch_dtype"]
+__all__ = ["OpDef", "OpContext", "register", "lookup", "registered", "ONNX_TO_TORCH", "torch_dtype", "run_dtype"]
 
 Run = Callable[..., Any]
 Builder = Callable[["OpContext"], Run]
@@ -90,6 +90,18 @@ ONNX_TO_TORCH: dict[int, torch.dtype] = {
 }
 
 
+#: unsigned types torch has few kernels for: computed in the next wider signed type, cast back at the
+#: outputs (wrap-around arithmetic and comparisons agree; uint64 values past 2**63 do not)
+WIDENED = {torch.uint16: torch.int32, torch.uint32: torch.int64, torch.uint64: torch.int64}
+
+
+def run_dtype(dtype: torch.dtype, compute: torch.dtype | None) -> torch.dtype:
+    """The dtype a tensor of (ONNX-level) ``dtype`` has while a plan runs."""
+    if dtype == torch.float32 and compute is not None:
+        return compute
+    return WIDENED.get(dtype, dtype)
+
+
 def torch_dtype(elem_type: int) -> torch.dtype:
     try:
         return ONNX_TO_TORCH[int(elem_type)]
@@ -106,7 +118,7 @@ class OpContext:
     tensor's shape is the same on every run of the signature.
     """
 
-    __slots__ = ("node", "device", "compute", "known", "live", "static", "hints", "dynamic", "consumed")
+    __slots__ = ("node", "device", "compute", "known", "live", "static", "hints", "widen", "dynamic", "consumed")
 
     def __init__(
         self,
@@ -117,6 +129,7 @@ class OpContext:
         device: torch.device,
         compute: torch.dtype | None,
         hints: frozenset[str] = frozenset(),
+        widen: bool = False,
     ) -> None:
         self.node = node
         self.known = known
@@ -125,6 +138,7 @@ class OpContext:
         self.device = device
         self.compute = compute  # float32 tensors run in this dtype (None: as they are)
         self.hints = hints  # lowering choices for this device ("channels_last")
+        self.widen = widen  # a plan's context: narrow unsigned types run widened (see WIDENED)
         self.dynamic = False
         self.consumed: set[int] = set()
 
@@ -198,7 +212,10 @@ class OpContext:
         return self.live[i].dtype
 
     def run_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        """The dtype a tensor of ONNX type ``dtype`` has in this run (float32 -> compute dtype)."""
+        """The dtype a tensor of ONNX type ``dtype`` has in this run (float32 -> the compute dtype;
+        on a device, narrow unsigned types widened); as it is when evaluated on the host."""
+        if self.widen:
+            return run_dtype(dtype, self.compute)
         return self.compute if (dtype == torch.float32 and self.compute is not None) else dtype
 
     def onnx_dtype(self, elem_type: int) -> torch.dtype:

@@ -281,7 +281,11 @@ def _group_norm(ctx: OpContext):
 @register("LpNormalization")
 def _lp_norm(ctx: OpContext):
     axis, p = ctx.attr("axis", -1), ctx.attr("p", 2)
-    return lambda x: x / torch.linalg.vector_norm(x, ord=p, dim=axis, keepdim=True)
+    def run(x):
+        norm = torch.linalg.vector_norm(x, ord=p, dim=axis, keepdim=True)
+        return x / torch.where(norm == 0, torch.ones_like(norm), norm)  # a zero vector stays zero
+
+    return run
 
 
 @register("LRN")

@@ -46,13 +46,14 @@ def _dequantize(ctx: OpContext):
 @register("QuantizeLinear", check=_check)
 def _quantize(ctx: OpContext):
     view = _broadcast(ctx, 1)
-    if ctx.present(2):
-        dtype = ctx.dtype(2)
+    if ctx.present(2):  # the zero point's own type (a known one as stored: not widened)
+        dtype = ctx.known[2].dtype if ctx.is_known(2) else ctx.dtype(2)
     else:
         from edgecore_torch.ops._registry import torch_dtype
 
         dtype = torch_dtype(ctx.attr("output_dtype", 2) or 2)
     info = torch.iinfo(dtype)
+    run_dtype = ctx.run_dtype(dtype)
 
     def run(x, scale, zero_point=None):
         if view is not None:
@@ -61,6 +62,6 @@ def _quantize(ctx: OpContext):
         y = torch.round(x / scale)
         if zero_point is not None:
             y = y + zero_point.to(y.dtype)
-        return torch.clamp(y, info.min, info.max).to(dtype)
+        return torch.clamp(y, info.min, info.max).to(run_dtype)
 
     return run

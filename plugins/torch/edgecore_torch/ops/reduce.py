@@ -6,6 +6,8 @@ on; no axes reduce everything unless ``noop_with_empty_axes``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from edgecore_torch.ops._registry import OpContext, register
@@ -36,6 +38,24 @@ _REDUCTIONS = {
 }
 
 
+#: what a reduction over no elements gives (ONNX: the operation's identity)
+_EMPTY = {
+    "ReduceSum": 0.0, "ReduceL1": 0.0, "ReduceL2": 0.0, "ReduceSumSquare": 0.0, "ReduceProd": 1.0,
+    "ReduceMax": -math.inf, "ReduceMin": math.inf, "ReduceLogSum": -math.inf, "ReduceLogSumExp": -math.inf,
+    "ReduceMean": math.nan,
+}
+
+
+def _empty(op_type: str, dtype: torch.dtype) -> float | int:
+    value = _EMPTY[op_type]
+    if dtype.is_floating_point or not math.isinf(value):
+        return value
+    if dtype == torch.bool:
+        return value > 0
+    info = torch.iinfo(dtype)
+    return info.max if value > 0 else info.min
+
+
 def _reduction(fn, since: int):
     def build(ctx: OpContext):
         rank = ctx.rank(0)
@@ -48,6 +68,11 @@ def _reduction(fn, since: int):
         axes = tuple(sorted({norm_axis(a, rank) for a in axes}))
         if not axes:  # a scalar
             return lambda x, *_: fn(x, (), keepdims) if x.dim() else x
+        dims = ctx.shape(0)
+        if any(dims[a] == 0 for a in axes):
+            shape = [1 if a in axes else d for a, d in enumerate(dims)] if keepdims else [d for a, d in enumerate(dims) if a not in axes]
+            fill, dtype, device = _empty(ctx.node.op_type, ctx.dtype(0)), ctx.dtype(0), ctx.device
+            return lambda x, *_: torch.full(shape, fill, dtype=dtype, device=device)
         return lambda x, *_: fn(x, axes, keepdims)
 
     return build
@@ -79,4 +104,9 @@ def _topk(ctx: OpContext):
     k = ctx.attr("k") if ctx.opset < 10 else ctx.int(1)
     axis = norm_axis(ctx.attr("axis", -1), ctx.rank(0))
     largest = bool(ctx.attr("largest", 1))
-    return lambda x, *_: tuple(torch.topk(x, k, dim=axis, largest=largest, sorted=True))
+
+    def run(x, *_):  # a stable sort: equal values keep the lower index first, as ONNX asks
+        values, indices = torch.sort(x, dim=axis, descending=largest, stable=True)
+        return values.narrow(axis, 0, k), indices.narrow(axis, 0, k)
+
+    return run

@@ -468,5 +468,6 @@ def _space_to_depth(ctx: OpContext):
     b, c, h, w = ctx.shape(0)
     bs = ctx.attr("blocksize")
     split, final = (b, c, h // bs, bs, w // bs, bs), (b, c * bs * bs, h // bs, w // bs)
-    return lambda x: x.reshape(split).permute(0, 3, 5, 1, 2, 4).reshape(final)
+    perm = (0, 1, 3, 5, 2, 4) if ctx.attr("mode", "DCR") == "CRD" else (0, 3, 5, 1, 2, 4)  # CRD: opset 28
+    return lambda x: x.reshape(split).permute(perm).reshape(final)
 
