@@ -359,3 +359,18 @@ def test_ir3_initializers_need_not_be_listed_as_inputs(rng):
     assert [s.name for s in graph.inputs] == ["x"]
     x = rng.standard_normal((3, 2)).astype(np.float32)
     np.testing.assert_array_equal(_ort(model, {"x": x})["y"], x * numpy_helper.to_array(model.graph.initializer[0]))
+
+
+@pytest.mark.parametrize("dims", [([-1, 3], [-7, 3]), ([2, 3], [2, -1]), ([-(2**62), 3], [-1, 3])])
+def test_any_negative_size_is_any_size(rng, dims):
+    """ONNX Runtime reads every negative size as unknown, also where onnx's inference would find a
+    fixed one (an output written -1 whose size the input fixes)."""
+    model = _relu(*dims)
+    graph = Graph.load(model)
+    for spec, declared in zip((graph.inputs[0], graph.outputs[0]), dims):
+        assert spec.shape == tuple(None if d < 0 else d for d in declared)
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    _ort(model, {"x": x})  # the runtime loads and runs it
+    pytest.importorskip("edgecore_cpu_simd")
+    with Engine(EngineConfig(backend="cpu_simd")).load(graph) as engine:
+        np.testing.assert_array_equal(engine.run({"x": x})["y"], np.maximum(x, 0))

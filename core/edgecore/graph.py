@@ -319,34 +319,71 @@ def _unlisted_initializers(model: onnx.ModelProto) -> list[onnx.TensorProto]:
     return [tensor for tensor in model.graph.initializer if tensor.name not in listed]
 
 
-def _for_checker(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """``proto``, or a copy patched where the checker is stricter than the runtimes: shapeless
-    values get a placeholder shape, unlisted initializers of IR < 4 models get listed."""
-    if not _shapeless(proto) and not _unlisted_initializers(proto):
+def _value_infos(graph: onnx.GraphProto) -> Iterator[onnx.ValueInfoProto]:
+    """Every value info of ``graph`` and its subgraphs."""
+    yield from graph.input
+    yield from graph.output
+    yield from graph.value_info
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _value_infos(attr.g)
+            for sub in attr.graphs:
+                yield from _value_infos(sub)
+
+
+def _negative_dims(model: onnx.ModelProto) -> list[Any]:
+    return [
+        dim
+        for value in _value_infos(model.graph)
+        if value.type.HasField("tensor_type")
+        for dim in value.type.tensor_type.shape.dim
+        if dim.HasField("dim_value") and dim.dim_value < 0
+    ]
+
+
+def _normalized(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto``, or a copy with what runtimes read differently from onnx made explicit: a negative
+    ``dim_value`` (exporters write -1) becomes an unknown dim, as ONNX Runtime reads any negative
+    size; an IR < 4 model's initializers are listed as graph inputs, as the checker wants."""
+    if not _negative_dims(proto) and not _unlisted_initializers(proto):
         return proto
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    for dim in _negative_dims(copy):
+        dim.ClearField("dim_value")
+    for tensor in _unlisted_initializers(copy):
+        copy.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+    return copy
+
+
+def _check_structure(proto: onnx.ModelProto) -> None:
+    """``onnx.checker`` without inference; shapeless main-graph values get a placeholder shape for
+    it (the checker requires one; runtimes read none as any rank)."""
+    shapeless = _shapeless(proto)
+    if not shapeless:
+        onnx.checker.check_model(proto, full_check=False)
+        return
     patched = onnx.ModelProto()
     patched.CopyFrom(proto)
     for value in _shapeless(patched):
         value.type.tensor_type.shape.SetInParent()
-    for tensor in _unlisted_initializers(patched):
-        patched.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
-    return patched
+    onnx.checker.check_model(patched, full_check=False)
 
 
 def _validate(proto: onnx.ModelProto, source: str) -> None:
-    """``onnx.checker`` with full shape inference, as runtimes judge a model, except for what the
-    checker refuses and ONNX Runtime runs:
+    """``onnx.checker`` with full shape inference on a :func:`_normalized` model, as runtimes judge
+    a model, except for what the checker refuses and ONNX Runtime runs:
 
     * a missing shape on a main-graph input or output (any rank);
+    * a negative size other than -1, or one where inference finds a fixed size (any size);
     * an IR < 4 model whose initializers are not also listed as graph inputs;
     * a shape-inference error inside the *function body* of a standard operator (onnx expands
       e.g. MeanVarianceNormalization-13 into a body its own inference rejects); runtimes have a
       kernel for the operator and never expand it. Logged, not raised.
-
-    Structure is checked on :func:`_for_checker`'s copy; inference runs on the model as it is.
     """
     try:
-        onnx.checker.check_model(_for_checker(proto), full_check=False)
+        _check_structure(proto)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise ModelLoadError(f"{source} failed ONNX validation: {exc}") from exc
     try:
@@ -441,7 +478,7 @@ class Graph:
     def from_proto(cls, proto: onnx.ModelProto, *, source: str = "<ModelProto>", check: bool = True) -> Graph:
         _check_io_types(proto, source)
         if check:
-            _validate(proto, source)
+            _validate(_normalized(proto), source)  # the model itself keeps its -1s: specs read them as None
         try:
             inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
         except Exception as exc:  # shape inference is a help, not a requirement
