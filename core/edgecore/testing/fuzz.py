@@ -67,7 +67,8 @@ def memory_allowance(file_bytes: int) -> int:
 
 
 def _feeds(specs: Sequence[Any], seed: int) -> dict[str, Any] | None:
-    """Random feeds for ``specs`` (symbolic dims 2, unknown rank 1-D), None if too large to make."""
+    """Random feeds for ``specs`` (symbolic dims 2, unknown rank 1-D), None if too large to make.
+    A case whose model rejects them still ends in an edgecore error, which the contract allows."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -81,8 +82,10 @@ def _feeds(specs: Sequence[Any], seed: int) -> dict[str, Any] | None:
             feeds[spec.name] = np.full(shape, "edgecore", dtype=object)
         elif dtype.kind == "b":
             feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
-        elif dtype.kind in "iu":
-            feeds[spec.name] = rng.integers(0, 4, size=shape).astype(dtype)
+        elif dtype.kind in "iu":  # token types and masks as a tokenizer makes them, else small ids
+            name = spec.name.lower()
+            low, high = (0, 1) if "type" in name or "segment" in name else (1, 2) if "mask" in name else (0, 4)
+            feeds[spec.name] = rng.integers(low, high, size=shape).astype(dtype)
         else:
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
     return feeds
