@@ -154,7 +154,8 @@ class TensorRTBackend(Backend):
             engine = runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise BackendUnavailableError(f"tensorrt could not deserialize the plan it built for {graph.name} on {gpu.describe()}")
-        return TrtCompiledModel(trt, engine, graph, settings, profiles, placement)
+        budget = options.memory_pool.max_memory_usage if options.memory_pool is not None else 0
+        return TrtCompiledModel(trt, engine, graph, settings, profiles, placement, max_memory_usage=budget)
 
 
 def _model_path(graph: Graph) -> str | None:

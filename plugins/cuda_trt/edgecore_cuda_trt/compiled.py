@@ -6,8 +6,9 @@ buffers for the host-side copies; after the first run of a signature its ``execu
 captured as a CUDA graph (``cuda_graphs``) and later requests relaunch it. Inputs are numpy arrays
 (copied through the pinned buffers) or CUDA tensors (torch, cupy, any DLPack producer: copied device
 to device after the producer's stream is synchronised). Outputs are numpy arrays, or with
-``output_device="device"`` torch CUDA tensors the caller owns; the stream is synchronised before
-``run`` returns either way.
+``output_device="device"`` :class:`~edgecore_cuda_trt.cuda.DeviceArray` blocks of the model's device
+pool (``__cuda_array_interface__``: torch, CuPy and Numba take them without a copy) that the caller
+owns until it drops them; the stream is synchronised before ``run`` returns either way.
 
 Concurrency: one execution context and one stream serve the model, under ``_lock``; run several
 engine ``instances`` for parallel streams.
@@ -27,7 +28,8 @@ from edgecore.backend import CompiledModel
 from edgecore.errors import BackendExecutionError, InvalidInputError
 from edgecore.graph import Graph
 from edgecore.inputs import fill_out
-from edgecore_cuda_trt.cuda import DeviceBuffer, GraphExec, PinnedBuffer, Stream, cudart
+from edgecore.memory import MemoryPool
+from edgecore_cuda_trt.cuda import CudaAllocator, DeviceArray, GraphExec, PinnedBuffer, Stream, cudart
 from edgecore_cuda_trt.options import TrtOptions
 from edgecore_cuda_trt.profiles import Profile, profile_for
 
@@ -51,7 +53,7 @@ class _Signature:
 
     def __init__(self) -> None:
         self.shapes: dict[str, tuple[int, ...]] = {}
-        self.device: dict[str, DeviceBuffer] = {}
+        self.device: dict[str, DeviceArray] = {}
         self.pinned: dict[str, PinnedBuffer] = {}
         self.graph: GraphExec | None = None
         self.runs = 0
@@ -62,7 +64,14 @@ class TrtCompiledModel(CompiledModel):
     backend = "tensorrt"
 
     def __init__(
-        self, trt: Any, engine: Any, graph: Graph, settings: TrtOptions, profiles: list[Profile], placement: list
+        self,
+        trt: Any,
+        engine: Any,
+        graph: Graph,
+        settings: TrtOptions,
+        profiles: list[Profile],
+        placement: list,
+        max_memory_usage: int = 0,
     ) -> None:
         self.inputs, self.outputs = graph.inputs, graph.outputs
         self.settings = settings
@@ -74,6 +83,11 @@ class TrtCompiledModel(CompiledModel):
             raise BackendExecutionError("tensorrt could not create an execution context (out of device memory?)", backend="tensorrt")
         self._stream = Stream()
         self._profiles = profiles
+        # I/O buffers and device outputs: core's pool over device memory (size classes, reuse, budget)
+        self.pool = MemoryPool(
+            alignment=256, max_memory_usage=max_memory_usage, name=f"cuda:{settings.device_index}",
+            allocator=CudaAllocator(settings.device_index),
+        )
         self._names = tuple(spec.name for spec in graph.inputs)
         self._out_names = tuple(spec.name for spec in graph.outputs)
         self._dtypes = {
@@ -131,7 +145,7 @@ class TrtCompiledModel(CompiledModel):
         entry.shapes.update(shapes)
         for name, shape in entry.shapes.items():
             dtype = self._dtypes[name]
-            entry.device[name] = DeviceBuffer(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+            entry.device[name] = self.pool.acquire(shape, dtype)
             entry.pinned[name] = PinnedBuffer(shape, dtype)
         self._signatures[key] = entry
         while len(self._signatures) > self.settings.max_signatures:
@@ -198,15 +212,12 @@ class TrtCompiledModel(CompiledModel):
     def _collect(self, entry: _Signature, out: Mapping[str, np.ndarray] | None) -> dict[str, Any]:
         stream = self._stream
         if self.settings.output_device == "device" and out is None:
-            import torch
-
-            device = f"cuda:{self.settings.device_index}"
             result = {}
-            for name in self._out_names:
-                tensor = torch.empty(entry.shapes[name], dtype=_torch_dtype(torch, self._dtypes[name]), device=device)
-                if tensor.numel():
-                    stream.copy_on_device(tensor.data_ptr(), entry.device[name].ptr, entry.device[name].nbytes)
-                result[name] = tensor
+            for name in self._out_names:  # the caller's own block; back to the pool when dropped
+                array = self.pool.acquire(entry.shapes[name], self._dtypes[name])
+                if array.nbytes:
+                    stream.copy_on_device(array.ptr, entry.device[name].ptr, array.nbytes)
+                result[name] = array
             stream.synchronize()
             return result
         for name in self._out_names:
@@ -235,8 +246,7 @@ class TrtCompiledModel(CompiledModel):
 
     def memory_bytes(self) -> int:
         size = getattr(self._engine, "device_memory_size_v2", None) or getattr(self._engine, "device_memory_size", 0)
-        buffers = sum(b.nbytes for entry in self._signatures.values() for b in entry.device.values())
-        return int(size) + buffers
+        return int(size) + self.pool.statistics().reserved_bytes
 
     def close(self) -> None:
         with self._lock:
@@ -260,10 +270,6 @@ def _sync_producer(value: Any) -> None:
         torch.cuda.current_stream(value.device).synchronize()
     else:
         cudart().cudaDeviceSynchronize()
-
-
-def _torch_dtype(torch: Any, dtype: np.dtype) -> Any:
-    return torch.from_numpy(np.zeros(0, dtype)).dtype
 
 
 def _layer_profiler(trt: Any, sink: list) -> Any:

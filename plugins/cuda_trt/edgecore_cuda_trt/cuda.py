@@ -15,7 +15,10 @@ import numpy as np
 
 from edgecore_cuda_trt.cache import GpuFacts
 
-__all__ = ["CudaError", "cudart", "check", "DeviceBuffer", "PinnedBuffer", "Stream", "GraphExec", "gpu_facts", "device_count"]
+__all__ = [
+    "CudaError", "cudart", "check", "DeviceBuffer", "PinnedBuffer", "Stream", "GraphExec", "gpu_facts", "device_count",
+    "DeviceArray", "CudaAllocator",
+]
 
 
 class CudaError(RuntimeError):
@@ -167,3 +170,46 @@ class GraphExec:
             check(rt.cudaGraphDestroy(self._graph), "cudaGraphDestroy")
         except Exception:
             pass
+
+
+class DeviceArray:
+    """A device tensor handed out by a :class:`~edgecore.memory.MemoryPool` over :class:`CudaAllocator`.
+
+    It exposes ``__cuda_array_interface__`` (version 3), so ``torch.as_tensor(a, device="cuda")``,
+    ``cupy.asarray(a)`` and Numba take it without a copy. Its block returns to the pool when the
+    last reference goes (the pool's weak-reference lease), like the pool's host arrays.
+    """
+
+    __slots__ = ("ptr", "shape", "dtype", "device", "__weakref__")
+
+    def __init__(self, ptr: int, shape: tuple[int, ...], dtype: np.dtype, device: int) -> None:
+        self.ptr, self.shape, self.dtype, self.device = ptr, tuple(shape), np.dtype(dtype), device
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "version": 3, "strides": None, "stream": None}
+
+    def __repr__(self) -> str:
+        return f"DeviceArray(shape={self.shape}, dtype={self.dtype}, device=cuda:{self.device})"
+
+
+class CudaAllocator:
+    """Device memory for :class:`edgecore.memory.MemoryPool` (its ``Allocator`` protocol): blocks from
+    ``cudaMalloc`` on ``device``, handed out as :class:`DeviceArray`, freed when the pool trims them."""
+
+    def __init__(self, device: int = 0) -> None:
+        self.device = device
+
+    def allocate(self, nbytes: int, alignment: int) -> tuple[DeviceBuffer, int]:
+        buffer = DeviceBuffer(nbytes)  # cudaMalloc aligns to 256 bytes, past any pool alignment
+        return buffer, buffer.ptr
+
+    def wrap(self, block: DeviceBuffer, shape, dtype) -> DeviceArray:
+        return DeviceArray(block.ptr, tuple(shape), np.dtype(dtype), self.device)
+
+    def free(self, block: DeviceBuffer) -> None:
+        block.free()

@@ -34,7 +34,7 @@ KNOWN_OPTIONS = {
     "engine_cache": "bool: keep built plans (default on)",
     "timing_cache": "bool: reuse and merge the per-SM timing cache (default on)",
     "cuda_graphs": "bool: capture execute_async_v3 per input signature as a CUDA graph (default on)",
-    "output_device": "host (numpy outputs) | device (torch CUDA tensors, DLPack)",
+    "output_device": "host (numpy outputs) | device (pooled device arrays with __cuda_array_interface__)",
     "dla_core": "int >= 0: build for this DLA core (Jetson) instead of the GPU",
     "gpu_fallback": "bool: with dla_core, run layers the DLA cannot on the GPU (default on)",
     "max_signatures": "int >= 1: input signatures whose buffers (and CUDA graphs) are kept (default 8)",

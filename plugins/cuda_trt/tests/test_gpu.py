@@ -90,11 +90,16 @@ def test_unsupported_operators_are_named():
         Engine(EngineConfig(backend="tensorrt", device="gpu")).load(Graph.load(model, check=False))
 
 
-def test_device_outputs_are_torch_cuda_tensors(config):
+def test_device_outputs_are_pooled_cuda_arrays(config):
     torch = pytest.importorskip("torch")
     graph = load_graph("zoo:digits_cnn")
     x = np.random.default_rng(2).standard_normal((3, 1, 8, 8)).astype(np.float32)
     with Engine(config(output_device="device")).load(graph) as engine:
         got = engine.run({"input": torch.from_numpy(x).cuda()})["logits"]
-    assert got.is_cuda
-    np.testing.assert_allclose(got.cpu().numpy(), _ort(graph, {"input": x})["logits"], rtol=5e-3, atol=5e-3)
+        as_torch = torch.as_tensor(got, device="cuda")  # __cuda_array_interface__: no copy
+        assert as_torch.data_ptr() == got.ptr
+        np.testing.assert_allclose(as_torch.cpu().numpy(), _ort(graph, {"input": x})["logits"], rtol=5e-3, atol=5e-3)
+        reserved = engine.compiled.pool.statistics().reserved_bytes
+        del got, as_torch
+        engine.run({"input": x})  # the dropped output's block is reused
+        assert engine.compiled.pool.statistics().reserved_bytes == reserved

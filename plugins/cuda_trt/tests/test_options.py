@@ -151,3 +151,15 @@ def test_settings_that_do_not_change_the_plan_share_it():
 def test_gpu_facts_name_the_sm():
     assert H200.sm == "sm90"
     assert "sm90" in H200.describe() and "NVIDIA H200" in H200.describe()
+
+
+def test_device_arrays_describe_themselves_to_cuda_consumers():
+    """What torch.as_tensor / cupy.asarray read from a pooled output (no CUDA needed to check it)."""
+    import numpy as np
+
+    from edgecore_cuda_trt.cuda import DeviceArray
+
+    array = DeviceArray(0x7F0000001000, (2, 3), np.dtype(np.float16), 1)
+    interface = array.__cuda_array_interface__
+    assert interface == {"shape": (2, 3), "typestr": "<f2", "data": (0x7F0000001000, False), "version": 3, "strides": None, "stream": None}
+    assert array.nbytes == 12 and "cuda:1" in repr(array)
