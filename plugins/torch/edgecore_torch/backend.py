@@ -131,13 +131,14 @@ class TorchBackend(Backend):
             torch.set_num_threads(settings.num_threads)  # process-wide in torch
         if settings.cudnn_benchmark is not None:
             torch.backends.cudnn.benchmark = settings.cudnn_benchmark
-        program = lower(graph, fold_batchnorm=settings.fold_batchnorm)
+        program = lower(graph, fold_batchnorm=settings.fold_batchnorm, fuse=settings.fuse)
         logger.debug(
-            "torch: lowered %s: %d nodes left, %d folded, %d batch norms folded into convolutions",
+            "torch: lowered %s: %d nodes left, %d folded, %d batch norms folded into convolutions, fused %s",
             graph.name,
             len(program.nodes),
             program.folded_nodes,
             program.folded_batchnorms,
+            program.fused,
         )
         return TorchCompiledModel(program, graph, settings)
 

@@ -7,7 +7,8 @@ What happens once per model, before any input is seen:
 * initializers and ``Constant`` nodes become host tensors sharing the model's memory;
 * Conv -> BatchNormalization pairs with constant parameters are folded into the convolution;
 * every node whose inputs are all constants is evaluated now (constant folding), so per-signature
-  work is left with the shape arithmetic that depends on input shapes.
+  work is left with the shape arithmetic that depends on input shapes;
+* linear layers, GELU and attention patterns are fused (:mod:`edgecore_torch.fusion`).
 
 :func:`unsupported_ops` lists what the registry cannot lower, attributes included
 (``Resize(antialias=1)``), so that the engine raises UnsupportedOperatorError before compiling.
@@ -65,6 +66,7 @@ class Program:
     constants: Mapping[str, torch.Tensor] = attrs.field(hash=False)
     folded_batchnorms: int = 0
     folded_nodes: int = 0
+    fused: Mapping[str, int] = attrs.field(factory=dict, hash=False)
 
 
 def _tensor(value: Any) -> torch.Tensor:
@@ -126,7 +128,7 @@ def _inlined(graph: Graph) -> ir.Model:
     return model
 
 
-def lower(graph: Graph, *, fold_batchnorm: bool = True, fold_constants: bool = True) -> Program:
+def lower(graph: Graph, *, fold_batchnorm: bool = True, fold_constants: bool = True, fuse: bool = True) -> Program:
     """The :class:`Program` of ``graph`` (raises the op's error if constant folding fails)."""
     model = _inlined(graph)
     opsets = {("" if k == "ai.onnx" else k): v for k, v in model.opset_imports.items()}
@@ -139,6 +141,11 @@ def lower(graph: Graph, *, fold_batchnorm: bool = True, fold_constants: bool = T
     folded = 0
     if fold_constants:
         nodes, folded = _fold_constants(nodes, constants)
+    fused: dict[str, int] = {}
+    if fuse:
+        from edgecore_torch.fusion import fuse as fuse_nodes
+
+        nodes, fused = fuse_nodes(nodes, constants, set(outputs))
     inputs = tuple(spec.name for spec in graph.inputs)
     return Program(
         inputs=inputs,
@@ -147,6 +154,7 @@ def lower(graph: Graph, *, fold_batchnorm: bool = True, fold_constants: bool = T
         constants=constants,
         folded_batchnorms=folded_bn,
         folded_nodes=folded,
+        fused=fused,
     )
 
 

@@ -39,6 +39,7 @@ KNOWN_OPTIONS = {
     "max_signatures": "int >= 1: input signatures whose plans (and CUDA graphs) are kept, LRU (default 16)",
     "warmup_runs": "int >= 0: eager replays of a signature before its CUDA graph is captured, after the recording run (default 1)",
     "fold_batchnorm": "bool: fold BatchNormalization into the preceding Conv (default on)",
+    "fuse": "bool: fuse MatMul+bias, erf-GELU and attention patterns into single torch calls (default on)",
     "cudnn_benchmark": "bool: set torch.backends.cudnn.benchmark (process-wide; default: leave it)",
 }
 
@@ -135,6 +136,7 @@ class TorchOptions:
     max_signatures: int = 16
     warmup_runs: int = 1
     fold_batchnorm: bool = True
+    fuse: bool = True
     cudnn_benchmark: bool | None = None
     num_threads: int = 0
 
@@ -181,6 +183,7 @@ class TorchOptions:
             max_signatures=_int(custom, "max_signatures", 16, 1),
             warmup_runs=_int(custom, "warmup_runs", 1, 0),
             fold_batchnorm=_bool(custom, "fold_batchnorm", True),
+            fuse=_bool(custom, "fuse", True),
             cudnn_benchmark=benchmark,
             num_threads=options.num_threads,
         )
