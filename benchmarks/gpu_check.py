@@ -201,13 +201,28 @@ def speed(name: str, zoo_name: str, graph, key: str | None, sequence: int | None
         "edgecore_host_io": lambda: host.run(feeds),
     }
     build, baseline = baseline_model(key, device, dtype)
+    notes = []
     if build is not None:
+        if device == "cuda":
+            torch.backends.cudnn.benchmark = True
         module, inputs = build(batch, sequence)
         with torch.no_grad():
             eager = _call(module, inputs)
             sides["torch_eager"] = eager
             if device == "cuda":
-                sides["torch_cuda_graphs"] = _graphed(eager)
+                try:
+                    sides["torch_cuda_graphs"] = _graphed(eager)
+                except Exception as exc:  # e.g. a model that reads a mask's values while capturing
+                    torch.cuda.synchronize()
+                    notes.append(f"hand-written CUDA-graph capture failed with the attention mask: {exc!r}")
+                    if "attention_mask" in inputs:
+                        unmasked = {k: v for k, v in inputs.items() if k != "attention_mask"}
+                        try:
+                            sides["torch_cuda_graphs"] = _graphed(_call(module, unmasked))
+                            notes.append("torch_cuda_graphs ran without attention_mask (all ones: same result)")
+                        except Exception as again:
+                            torch.cuda.synchronize()
+                            notes.append(f"and without it: {again!r}")
     with torch.no_grad():
         for fn in sides.values():  # records plans, captures graphs, tunes cuDNN
             for _ in range(3 + 1):
@@ -224,6 +239,7 @@ def speed(name: str, zoo_name: str, graph, key: str | None, sequence: int | None
         "baseline": baseline,
         "timings": timings,
         "edgecore_cuda_graph": bool(signatures and signatures[0]["cuda_graph"]),
+        "notes": notes,
         "items_per_s": {k: batch / (v["median_ms"] / 1e3) for k, v in timings.items()},
     }
     for reference in ("torch_cuda_graphs", "torch_eager"):

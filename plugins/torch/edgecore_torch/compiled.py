@@ -61,7 +61,8 @@ class CapturedPlan:
                 plan.run(self.inputs)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: other threads (engine instances, the scheduler's workers) keep using CUDA
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.outputs = plan.run(self.inputs)
 
     def run(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
