@@ -116,6 +116,7 @@ class TorchCompiledModel(CompiledModel):
         self._signatures: collections.OrderedDict[tuple, _Signature] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._host_bytes = sum(t.numel() * t.element_size() for t in program.constants.values())
+        self._stand_ins: dict[tuple, np.ndarray] = {}
         self._closed = False
 
     # -- feeds: numpy, host or device tensors --------------------------------------------------------
@@ -125,10 +126,20 @@ class TorchCompiledModel(CompiledModel):
         if not isinstance(feeds, Mapping) or not any(_is_device_tensor(v) for v in feeds.values()):
             return super().check(feeds)
         device = {k: v if isinstance(v, torch.Tensor) else torch.from_dlpack(v) for k, v in feeds.items() if _is_device_tensor(v)}
-        stand_ins = {k: np.broadcast_to(np.zeros((), numpy_dtype(t.dtype)), tuple(t.shape)) for k, t in device.items()}
+        stand_ins = {k: self._stand_in(t.dtype, tuple(t.shape)) for k, t in device.items()}
         checked = super().check({**feeds, **stand_ins})
         checked.update(device)
         return checked
+
+    def _stand_in(self, dtype: torch.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        """A zero-stride numpy array of ``dtype`` and ``shape``: what the feed checker reads."""
+        key = (dtype, shape)
+        found = self._stand_ins.get(key)
+        if found is None:
+            if len(self._stand_ins) >= 64:
+                self._stand_ins.clear()
+            found = self._stand_ins[key] = np.broadcast_to(np.zeros((), numpy_dtype(dtype)), shape)
+        return found
 
     def _tensor(self, value: Any) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
@@ -207,7 +218,7 @@ class TorchCompiledModel(CompiledModel):
     ) -> list[torch.Tensor]:
         """Device tensors of ``values``; host arrays go through pinned buffers kept per signature,
         straight into ``into`` (a captured graph's static inputs) when given."""
-        if entry is None or not self.options.pinned_staging:
+        if entry is None or not self.options.pinned_staging or all(isinstance(v, torch.Tensor) for v in values):
             return [self._tensor(v) for v in values]
         if entry.pinned is None:
             entry.pinned = [
