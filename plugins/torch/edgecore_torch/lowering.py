@@ -49,8 +49,9 @@ class Node:
 
 @attrs.frozen(kw_only=True)
 class Subgraph:
-    """A body graph (If branches): its nodes, its outputs, its own constants."""
+    """A body graph (If branches, Loop bodies): its inputs, nodes, outputs and own constants."""
 
+    inputs: tuple[str, ...] = ()
     nodes: tuple[Node, ...]
     outputs: tuple[str, ...]
     constants: Mapping[str, torch.Tensor] = attrs.field(hash=False)
@@ -112,6 +113,7 @@ def _constants(graph: ir.Graph) -> dict[str, torch.Tensor]:
 
 def _subgraph(graph: ir.Graph, opsets: Mapping[str, int]) -> Subgraph:
     return Subgraph(
+        inputs=tuple(v.name for v in graph.inputs),
         nodes=tuple(_nodes(graph, opsets)),
         outputs=tuple(v.name for v in graph.outputs),
         constants=_constants(graph),

@@ -237,6 +237,8 @@ class Recorder:
     # -- control flow ------------------------------------------------------------------------------
 
     def _control_flow(self, node: Node, ins: list[_Val | None], env: dict[str, _Val], steps: list) -> list[_Val | None]:
+        if node.op_type == "Loop":
+            return self._loop(node, ins, env, steps)
         cond = ins[0]
         branches = (node.attrs["then_branch"], node.attrs["else_branch"])
         if cond.known is not None:
@@ -260,6 +262,50 @@ class Recorder:
         result = run_branch(*args)
         outs = [_Val(live=t, static=False) for t in result]
         steps.append((run_branch, [cond, *outer], args, outs, True, (True, True), node.name or "If"))
+        return outs
+
+    def _loop(self, node: Node, ins: list[_Val | None], env: dict[str, _Val], steps: list) -> list[_Val | None]:
+        """Loop: a dynamic step that interprets the body once per iteration (trip count and condition
+        are read from their values; scan outputs are stacked along a new first axis)."""
+        body: Subgraph = node.attrs["body"]
+        carried_count = len(node.inputs) - 2
+        scan_count = len(body.outputs) - 1 - carried_count
+        free = sorted((_free_names(body) - set(body.inputs)) & set(env))
+        outer = [env[name] for name in free]
+        device = self.device
+
+        def scalar(value: Any) -> Any:
+            return value.reshape(-1)[0].item()
+
+        def run_loop(trip, cond, *rest):
+            carried = list(rest[:carried_count])
+            outer_values = rest[carried_count:]
+            limit = int(scalar(trip)) if trip is not None else None
+            going = bool(scalar(cond)) if cond is not None else True
+            scans: list[list[torch.Tensor]] = [[] for _ in range(scan_count)]
+            i = 0
+            while going and (limit is None or i < limit):
+                scope = {n: _Val(known=v.known) if v.known is not None else _Val(live=x, static=False) for n, v, x in zip(free, outer, outer_values)}
+                scope.update({n: _Val(known=t) for n, t in body.constants.items()})
+                scope[body.inputs[0]] = _Val(known=torch.tensor(i, dtype=torch.int64))
+                scope[body.inputs[1]] = _Val(known=torch.tensor(going))
+                for name, value in zip(body.inputs[2:], carried):
+                    scope[name] = _Val(live=value, static=False)
+                self._interpret(body.nodes, scope, [])
+                produced = [s.live if s.live is not None else self.materialize(s.known) for s in (scope[n] for n in body.outputs)]
+                going = bool(scalar(produced[0]))
+                carried = produced[1 : 1 + carried_count]
+                for store, value in zip(scans, produced[1 + carried_count :]):
+                    store.append(value)
+                i += 1
+            stacked = [torch.stack(s) if s else torch.empty(0, device=device) for s in scans]
+            return carried + stacked
+
+        args = [self._operand(node, i, v) if v is not None else None for i, v in enumerate(ins)]
+        args += [self._operand(node, -1, v) for v in outer]
+        result = run_loop(*args)
+        outs = [_Val(live=t, static=False) for t in result]
+        steps.append((run_loop, [*ins, *outer], args, outs, True, (True, True), node.name or "Loop"))
         return outs
 
     # -- the plan ----------------------------------------------------------------------------------

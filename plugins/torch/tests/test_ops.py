@@ -349,3 +349,35 @@ def test_if_with_a_condition_from_the_data_picks_the_branch_each_run(close):
     with _engine(_if_model(cond_from_input=True)) as engine:
         for flag in (True, False, True):
             close(engine.run({"x": x, "c": np.array(flag)}), {"y": x * 2 if flag else -x})
+
+
+def test_loop_runs_its_body_per_iteration_with_scan_outputs(close):
+    """Loop(M, cond, acc): acc += x * i while i < M; the running values are scanned out."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Cast", ["i"], ["fi"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["x", "fi"], ["step"]),
+            helper.make_node("Add", ["acc_in", "step"], ["acc_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Identity", ["acc_out"], ["scan"]),
+        ],
+        "body",
+        [helper.make_tensor_value_info("i", I64, []), helper.make_tensor_value_info("cond_in", BOOL, []),
+         helper.make_tensor_value_info("acc_in", F32, [3])],
+        [helper.make_tensor_value_info("cond_out", BOOL, []), helper.make_tensor_value_info("acc_out", F32, [3]),
+         helper.make_tensor_value_info("scan", F32, [3])],
+    )
+    node = helper.make_node("Loop", ["M", "go", "acc0"], ["acc", "history"], body=body)
+    model = _model(
+        [node],
+        [helper.make_tensor_value_info("M", I64, []), helper.make_tensor_value_info("x", F32, [3]),
+         helper.make_tensor_value_info("acc0", F32, [3])],
+        [helper.make_tensor_value_info("acc", F32, [3]), helper.make_tensor_value_info("history", F32, [None, 3])],
+        [numpy_helper.from_array(np.array(True), "go")],
+    )
+    x, acc0 = f(3), f(3)
+    with _engine(model) as engine:
+        for trips in (4, 1, 6):
+            feeds = {"M": np.array(trips, np.int64), "x": x, "acc0": acc0}
+            want = dict(zip(["acc", "history"], ReferenceEvaluator(model).run(None, feeds)))
+            close(engine.run(feeds), want)

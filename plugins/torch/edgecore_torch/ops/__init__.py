@@ -4,6 +4,6 @@ from edgecore_torch.ops import detection, elementwise, extra, nn, quant, reduce,
 from edgecore_torch.ops._registry import OpContext, OpDef, lookup, registered, torch_dtype
 
 #: Operators the recorder itself interprets (control flow), beside the registered builders.
-CONTROL_FLOW = frozenset({"If"})
+CONTROL_FLOW = frozenset({"If", "Loop"})
 
 __all__ = ["OpContext", "OpDef", "lookup", "registered", "torch_dtype", "CONTROL_FLOW"]
