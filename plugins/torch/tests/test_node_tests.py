@@ -15,18 +15,15 @@ def _lacks(op: str) -> str:
 
 
 KNOWN_GAPS = {
-    **{name: _lacks('Attention') for name in ('test_attention_3d_transpose_verification', 'test_attention_4d_attn_mask_3d', 'test_attention_4d_causal_nonpad_batch_prefill', 'test_attention_4d_diff_heads_with_past_and_present', 'test_attention_4d_gqa_causal_nonpad_decode_fp16', 'test_attention_4d_with_past_and_present', 'test_attention_local_window_ext_cache_rank2_mask')},
     **{name: _lacks('AveragePool with dilations') for name in ('test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_True', 'test_averagepool_3d_dilations_small')},
     **{name: _lacks('BitCast') for name in ('test_bitcast_int64_to_float64',)},
     **{name: _lacks('CausalConvWithState') for name in ('test_causal_conv_with_state_b1_c1_degenerate', 'test_causal_conv_with_state_basic')},
-    **{name: _lacks('GridSample') for name in ('test_gridsample_volumetric_nearest_align_corners_0',)},
     **{name: _lacks('MatMulInteger') for name in ('test_matmulinteger',)},
     **{name: _lacks('NegativeLogLikelihoodLoss') for name in ('test_nllloss_NCd1d2', 'test_sce_none_weights_log_prob_expanded')},
     **{name: _lacks('QLinearMatMul') for name in ('test_qlinearmatmul_3D_uint8_float16',)},
     **{name: _lacks('RotaryEmbedding') for name in ('test_rotary_embedding_no_position_ids_rotary_dim', 'test_rotary_embedding_with_rotary_dim')},
     **{name: _lacks('Scan') for name in ('test_linear_attention_linear_expanded',)},
     **{name: _lacks('SoftmaxCrossEntropyLoss') for name in ('test_sce_mean_no_weight_ii_3d_log_prob', 'test_sce_mean_no_weight_ii_4d', 'test_sce_none_weights')},
-    **{name: _lacks('Unique') for name in ('test_unique_length_1', 'test_unique_sorted_with_negative_axis')},
     **{name: _lacks('ai.onnx.ml::LabelEncoder') for name in ('test_ai_onnx_ml_label_encoder_string_int_no_default',)},
 }
 

@@ -117,3 +117,47 @@ def _global_lp_pool(ctx: OpContext):
     p = ctx.attr("p", 2)
     dims = tuple(range(2, ctx.rank(0)))
     return lambda x: torch.linalg.vector_norm(x, ord=p, dim=dims, keepdim=True)
+
+
+_GRID_MODES = {"bilinear": "bilinear", "linear": "bilinear", "nearest": "nearest", "bicubic": "bicubic", "cubic": "bicubic"}
+
+
+def _grid_check(node) -> str | None:
+    mode = node.attrs.get("mode", "bilinear" if node.opset < 20 else "linear")
+    if mode not in _GRID_MODES:
+        return f"GridSample(mode={mode})"
+    return None
+
+
+@register("GridSample", check=_grid_check)
+def _grid_sample(ctx: OpContext):
+    mode = _GRID_MODES[ctx.attr("mode", "bilinear")]
+    padding = ctx.attr("padding_mode", "zeros")
+    align = bool(ctx.attr("align_corners", 0))
+    if ctx.rank(0) not in (4, 5) or (mode == "bicubic" and ctx.rank(0) != 4):
+        raise NotImplementedError(f"GridSample on rank {ctx.rank(0)} with mode {mode}")
+    return lambda x, grid: F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode=padding, align_corners=align)
+
+
+@register("Unique", data_dependent=True)
+def _unique(ctx: OpContext):
+    axis = ctx.attr("axis")
+    if axis is not None:
+        axis = norm_axis(axis, ctx.rank(0))
+    ordered = bool(ctx.attr("sorted", 1))
+
+    def run(x):
+        flat = x if axis is not None else x.reshape(-1)
+        dim = axis if axis is not None else 0
+        values, inverse, counts = torch.unique(flat, sorted=True, return_inverse=True, return_counts=True, dim=dim)
+        positions = torch.arange(flat.shape[dim], device=x.device)
+        first = torch.full((counts.shape[0],), flat.shape[dim], dtype=torch.int64, device=x.device)
+        first = first.scatter_reduce(0, inverse, positions, reduce="amin")
+        if not ordered:  # the order of first occurrence
+            order = torch.argsort(first)
+            rank = torch.empty_like(order)
+            rank[order] = torch.arange(order.shape[0], device=x.device)
+            values, first, counts, inverse = values.index_select(dim, order), first[order], counts[order], rank[inverse]
+        return values, first, inverse, counts
+
+    return run
