@@ -110,10 +110,15 @@ class TrtOptions:
                 f"tensorrt does not know option(s) {unknown}; known: "
                 + "; ".join(f"{k}: {v}" for k, v in KNOWN_OPTIONS.items())
             )
-        if options.device not in ("auto", "gpu"):
+        dla_default = None
+        if options.device == "npu":  # Jetson's DLA is the NPU of an NVIDIA board
+            dla_default = 0
+        elif options.device.startswith("dla:") and options.device[4:].isdigit():
+            dla_default = int(options.device[4:])
+        elif options.device not in ("auto", "gpu"):
             raise ConfigurationError(
-                f"tensorrt runs on NVIDIA GPUs (device 'gpu' or 'auto'; DLA through custom_options dla_core), "
-                f"not on {options.device!r}"
+                f"tensorrt runs on NVIDIA GPUs (device 'gpu' or 'auto') and Jetson DLA cores (device 'npu' or "
+                f"'dla:N', or custom_options dla_core), not on {options.device!r}"
             )
         precision = options.precision.lower() if isinstance(options.precision, str) else options.precision
         if precision not in _GRAPH_PRECISIONS:
@@ -145,7 +150,7 @@ class TrtOptions:
             timing_cache=_bool(custom, "timing_cache", True),
             cuda_graphs=_bool(custom, "cuda_graphs", True),
             output_device=output_device,
-            dla_core=_int(custom, "dla_core", None, 0),
+            dla_core=_int(custom, "dla_core", dla_default, 0),
             gpu_fallback=_bool(custom, "gpu_fallback", True),
             max_signatures=_int(custom, "max_signatures", 8, 1),
             profile_ops=options.profile_ops,

@@ -26,7 +26,7 @@ def edgecore_backends():
             name="tensorrt",
             factory=_factory,
             priority=PRIORITY,
-            devices=("gpu",),
+            devices=("gpu", "npu"),  # npu: a Jetson's DLA cores
             description="NVIDIA TensorRT 10/11 (strongly typed networks, engine and timing caches, CUDA graphs)",
         )
     ]

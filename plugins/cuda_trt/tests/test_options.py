@@ -33,7 +33,7 @@ def test_defaults():
     "compile_options, words",
     [
         (CompileOptions(device="gpu", options={"workspace": 1}), ["workspace", "known", "workspace_bytes"]),
-        (CompileOptions(device="cpu"), ["NVIDIA GPUs", "'cpu'"]),
+        (CompileOptions(device="cpu"), ["NVIDIA GPUs", "DLA", "'cpu'"]),
         (CompileOptions(device="gpu", precision="fp16"), ["strongly typed", "--fp16", "fp16"]),
         (CompileOptions(device="gpu", precision="int8"), ["from the graph", "int8"]),
         (CompileOptions(device="gpu", options={"builder_optimization_level": 7}), ["builder_optimization_level", "0..5"]),
@@ -49,6 +49,13 @@ def test_bad_settings_say_what_is_expected(compile_options, words):
         TrtOptions.from_compile_options(compile_options)
     for word in words:
         assert word in str(info.value)
+
+
+def test_npu_and_dla_devices_build_for_a_dla_core():
+    assert TrtOptions.from_compile_options(CompileOptions(device="npu")).dla_core == 0
+    assert TrtOptions.from_compile_options(CompileOptions(device="dla:1")).dla_core == 1
+    assert TrtOptions.from_compile_options(CompileOptions(device="npu", options={"dla_core": 1})).dla_core == 1
+    assert TrtOptions.from_compile_options(CompileOptions(device="gpu")).dla_core is None
 
 
 def test_graph_precisions_are_accepted():

@@ -24,7 +24,7 @@ def test_registered_above_cpu_simd_and_torch():
 
     backends = get_plugin_manager().backends()
     assert "tensorrt" in backends
-    assert backends["tensorrt"].devices == ("gpu",)
+    assert backends["tensorrt"].devices == ("gpu", "npu")
     others = [spec.priority for name, spec in backends.items() if name != "tensorrt"]
     assert backends["tensorrt"].priority > max(others)
 
