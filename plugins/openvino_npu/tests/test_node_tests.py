@@ -18,6 +18,8 @@ _ALIAS = "an output that is the input itself (one-input Max/Min/Sum, scalar Eins
 _PORTS = "an input that is also the output (Dropout in inference) loses its port name: 'no port named x'"
 _READ_ONLY = "a read-only input array (as onnx.numpy_helper gives) fails: 'array is not writeable'"
 
+_ROTARY = "RotaryEmbedding-23 differs from raw OpenVINO on the same model (half the elements)"
+
 #: found by the node tests and reported to the plugin's owner (run as expected failures)
 KNOWN_GAPS = {
     **{name: _SCALAR for name in (
@@ -38,6 +40,11 @@ KNOWN_GAPS = {
         "test_dropout_default_ratio", "test_dropout_random_old",
     )},
     **{name: _READ_ONLY for name in ("test_cast_DOUBLE_to_FLOAT16", "test_cast_FLOAT16_to_FLOAT", "test_cast_FLOAT_to_FLOAT16")},
+    **{name: _ROTARY for name in (
+        "test_rotary_embedding", "test_rotary_embedding_3d_input", "test_rotary_embedding_interleaved",
+        "test_rotary_embedding_no_position_ids", "test_rotary_embedding_no_position_ids_interleaved",
+        "test_rotary_embedding_with_interleaved_rotary_dim",
+    )},
     "test_cast_BFLOAT16_to_FLOAT": "bfloat16 inputs: 'Unsupported data type: bfloat16' in the Python binding",
 }
 
