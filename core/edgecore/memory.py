@@ -12,13 +12,35 @@ the pooled array itself and a view the caller keeps holds the block out of the p
 Other arenas (a device plugin's memory) reuse the same size classes, budget, reclamation and
 statistics by passing their own :class:`Allocator` to :class:`MemoryPool`.
 
-Concurrency: ``acquire`` may be called from any thread, and release callbacks run in whichever
-thread drops the last reference; one lock guards the free lists and counters.
+The budget (``max_memory_usage``, bytes, 0 = none):
+
+* The pool never reserves more than the budget: a request that would take it past the budget first
+  frees cached blocks, then raises :class:`~edgecore.errors.MemoryBudgetExceeded` *before* a buffer
+  is handed out -- also on the first request of a shape.
+* Arrays a runtime allocates itself and hands to the caller (outputs whose shape depends on the
+  data) are checked with :meth:`MemoryPool.check_budget` after the run, beside what the pool
+  reserves, and refused the same way (the backend drops them). The pool cannot see how long the
+  caller keeps them, so they are checked per request, not summed across requests.
+* A runtime's working memory (intermediate tensors) is not the pool's to see. A backend caps it at
+  the same budget where its runtime lets it: ``cpu_simd`` gives each budgeted session its own ONNX
+  Runtime arena of ``max_mem = max_memory_usage`` (see that plugin's backend module), so an
+  intermediate past the budget fails the run with ``MemoryBudgetExceeded`` instead of growing the
+  process. The pool and the runtime's arena are capped separately: together they may hold up to
+  twice the budget.
+* Caller-given ``out`` buffers, model weights and string tensors are not counted.
+
+Concurrency: ``acquire`` may be called from any thread. A released array's weak-reference callback
+runs in whichever thread drops the last reference -- and, through the cyclic garbage collector, at
+any allocation, including one made while that same thread holds the pool's lock. So the callback
+takes no lock: it only appends the lease to a :class:`queue.SimpleQueue` (reentrant), which
+``acquire``, ``statistics``, ``check_budget`` and ``clear`` drain under the pool's lock. One lock
+guards the free lists and counters; the allocator is called with it held.
 """
 
 from __future__ import annotations
 
 import math
+import queue
 import threading
 import weakref
 from typing import Any, Protocol, Sequence
@@ -32,9 +54,9 @@ __all__ = ["Allocator", "HostAllocator", "MemoryPool", "PoolStatistics", "size_c
 
 _MIN_CLASS = 256
 _STEPS = 4  # size classes per doubling: 1, 1.25, 1.5, 1.75 x 2^k (at most 25% slack)
-
-
-_CLASSES: dict[int, int] = {}  # nbytes -> size_class(nbytes), memoized for the hot path
+_REQUESTS = 4096  # (shape, dtype) requests whose byte count and size class are remembered
+_ndarray = np.ndarray
+_lease = weakref.ref
 
 
 def size_class(nbytes: int) -> int:
@@ -85,7 +107,8 @@ class Allocator(Protocol):
 
     ``allocate`` returns an opaque block handle and the block's address; ``wrap`` builds the
     (weak-referenceable) array-like object handed to callers on a block; ``free`` gives a block back
-    to the system when the pool trims it. Called with the pool's lock held: keep them short.
+    to the system when the pool trims it. ``allocate`` and ``free`` are called with the pool's lock
+    held: keep them short (they may trigger a garbage collection: the pool is ready for that).
     """
 
     def allocate(self, nbytes: int, alignment: int) -> tuple[Any, int]: ...
@@ -115,8 +138,9 @@ class MemoryPool:
     """An arena of ``alignment``-aligned blocks (host memory unless ``allocator`` says otherwise).
 
     ``max_memory_usage`` (bytes, 0 = unlimited) bounds the bytes the pool reserves: a request past it
-    first frees cached blocks, then raises :class:`MemoryBudgetExceeded`. ``pool_size`` (bytes,
-    0 = unlimited) bounds the idle bytes kept cached for reuse.
+    first frees cached blocks, then raises :class:`MemoryBudgetExceeded` (see the module docstring
+    for what else the budget covers). ``pool_size`` (bytes, 0 = unlimited) bounds the idle bytes
+    kept cached for reuse.
     """
 
     def __init__(
@@ -138,43 +162,115 @@ class MemoryPool:
         self.name = name
         self.allocator: Allocator = allocator or HostAllocator()
         self._wrap = self.allocator.wrap
+        self._host = type(self.allocator) is HostAllocator  # wrapped inline on the hot path
         self._lock = threading.Lock()
         self._free: dict[int, list[tuple[Any, int]]] = {}  # block size -> [(block, address)]
+        # id(lease) -> (block size, bytes asked, (block, address), lease): a lease is a weak reference
+        # to a handed-out array; it must live for its callback to run.
         self._live: dict[int, tuple[int, int, tuple[Any, int], weakref.ref]] = {}
+        self._returned: queue.SimpleQueue[weakref.ref] = queue.SimpleQueue()
+        self._return = self._returned.put  # the weakref callback: reentrant, takes no lock
+        self._requests: dict[tuple, tuple] = {}  # (shape, dtype) -> request
         self._reserved = self._in_use = self._requested = self._cached = 0
         self._peak_in_use = self._peak_reserved = 0
         self._allocations = self._hits = self._misses = self._releases = 0
+        self._recycled = 0  # blocks handed out again straight from a release (each also one of the three)
 
     def acquire(self, shape: Sequence[int], dtype: np.dtype | type) -> np.ndarray:
         """An uninitialized array of ``shape`` and ``dtype`` from the pool."""
-        return self.acquire_with_address(shape, dtype)[0]
+        return self.take(self.request(shape, dtype))[0]
 
     def acquire_with_address(self, shape: Sequence[int], dtype: np.dtype | type) -> tuple[np.ndarray, int]:
         """:meth:`acquire`, plus the array's data address (for binding it into a runtime)."""
-        dtype = np.dtype(dtype)
-        nbytes = math.prod(shape) * dtype.itemsize
-        block_size = _CLASSES.get(nbytes) or _CLASSES.setdefault(nbytes, size_class(nbytes))
-        with self._lock:
-            self._allocations += 1
-            free = self._free.get(block_size)
-            if free:
-                block, address = free.pop()
-                self._hits += 1
-                self._cached -= block_size
-            else:
-                block, address = self._allocate(block_size)
-            self._in_use += block_size
-            self._requested += nbytes
-            if self._in_use > self._peak_in_use:
-                self._peak_in_use = self._in_use
+        return self.take(self.request(shape, dtype))
+
+    def request(self, shape: Sequence[int], dtype: np.dtype | type) -> tuple:
+        """A request for ``shape`` and ``dtype`` with its byte count and size class worked out, for
+        :meth:`take` (callers on a hot path keep it instead of asking each time)."""
+        key = (shape, dtype)
         try:
-            array = self._wrap(block, shape, dtype)
+            return self._requests[key]
+        except KeyError:
+            pass
+        except TypeError:  # a list for a shape
+            key = (tuple(shape), dtype)
+        dtype = np.dtype(dtype)
+        nbytes = math.prod(key[0]) * dtype.itemsize
+        request = (tuple(key[0]), dtype, nbytes, size_class(nbytes))
+        if len(self._requests) >= _REQUESTS:
+            self._requests = {}
+        self._requests[key] = request
+        return request
+
+    def take(self, request: tuple) -> tuple[np.ndarray, int]:
+        """An array for a :meth:`request`, and its data address: the hot path of every run.
+
+        Taking the lock once, it first takes back the blocks of arrays that died; when exactly one
+        died and it has this request's size class (a run loop's steady state), that block is
+        handed out again directly. Nothing is allocated on a hit but the array and its lease.
+        """
+        shape, dtype, nbytes, block_size = request
+        returned = self._returned
+        with self._lock:
+            if returned.empty():
+                block = self._hand_out(block_size, nbytes)
+            else:
+                size, size_nbytes, block, _ = self._live.pop(id(returned.get_nowait()))
+                if size == block_size and returned.empty():  # one came back, the same size goes out
+                    self._recycled += 1  # a release, an allocation and a hit at once
+                    self._requested += nbytes - size_nbytes
+                else:
+                    self._put_back(size, size_nbytes, block)
+                    self._drain()
+                    block = self._hand_out(block_size, nbytes)
+        handle = block[0]
+        try:
+            if self._host:
+                array = _ndarray(shape, dtype, handle[0], handle[1])
+            else:
+                array = self._wrap(handle, shape, dtype)
         except BaseException:
-            self._release_block(block_size, nbytes, (block, address))
+            with self._lock:
+                self._put_back(block_size, nbytes, block)
             raise
-        ref = weakref.ref(array, self._release)
-        self._live[id(ref)] = (block_size, nbytes, (block, address), ref)
-        return array, address
+        lease = _lease(array, self._return)
+        self._live[id(lease)] = (block_size, nbytes, block, lease)
+        return array, block[1]
+
+    def _hand_out(self, block_size: int, nbytes: int) -> tuple[Any, int]:
+        """A cached block of ``block_size``, or a fresh one, counted as handed out; lock held."""
+        free = self._free.get(block_size)
+        if free:
+            block = free.pop()
+            self._hits += 1
+            self._cached -= block_size
+        else:
+            block = self._allocate(block_size)
+        self._allocations += 1
+        self._in_use += block_size
+        self._requested += nbytes
+        if self._in_use > self._peak_in_use:
+            self._peak_in_use = self._in_use
+        return block
+
+    def check_budget(self, nbytes: int, what: str = "memory the runtime allocated") -> None:
+        """Raise :class:`MemoryBudgetExceeded` unless ``nbytes`` more bytes (held outside the pool,
+        e.g. outputs a runtime allocated itself) fit in ``max_memory_usage`` beside the bytes the
+        pool reserves; cached blocks are freed first to make room."""
+        if not self.max_memory_usage:
+            return
+        with self._lock:
+            if not self._returned.empty():
+                self._drain()
+            over = self._reserved + nbytes - self.max_memory_usage
+            if over > 0:
+                self._trim(over)
+                if self._reserved + nbytes > self.max_memory_usage:
+                    raise MemoryBudgetExceeded(
+                        f"memory pool {self.name!r}: {what} ({nbytes} bytes) beside the {self._reserved} "
+                        f"bytes the pool reserves is over max_memory_usage={self.max_memory_usage}; raise "
+                        f"max_memory_usage or lower the batch size"
+                    )
 
     def _allocate(self, block_size: int) -> tuple[Any, int]:
         """A fresh aligned block; called with the lock held."""
@@ -202,29 +298,34 @@ class MemoryPool:
                 self._cached -= block_size
                 wanted -= block_size
 
-    def _release(self, ref: weakref.ref) -> None:
-        block_size, nbytes, block, _ = self._live.pop(id(ref))
-        self._release_block(block_size, nbytes, block)
+    def _drain(self) -> None:
+        """Take back the blocks whose arrays died (their leases wait in ``_returned``); lock held."""
+        returned, live = self._returned, self._live
+        while not returned.empty():  # only this thread takes from it (the lock is held)
+            block_size, nbytes, block, _ = live.pop(id(returned.get_nowait()))
+            self._put_back(block_size, nbytes, block)
 
-    def _release_block(self, block_size: int, nbytes: int, block: tuple[Any, int]) -> None:
-        with self._lock:
-            self._releases += 1
-            self._in_use -= block_size
-            self._requested -= nbytes
-            if self.pool_size and self._cached + block_size > self.pool_size:
-                self._reserved -= block_size
-                self.allocator.free(block[0])
-                return
-            self._free.setdefault(block_size, []).append(block)
-            self._cached += block_size
+    def _put_back(self, block_size: int, nbytes: int, block: tuple[Any, int]) -> None:
+        """Return a block to its free list (or to the system past ``pool_size``); lock held."""
+        self._releases += 1
+        self._in_use -= block_size
+        self._requested -= nbytes
+        if self.pool_size and self._cached + block_size > self.pool_size:
+            self._reserved -= block_size
+            self.allocator.free(block[0])
+            return
+        self._free.setdefault(block_size, []).append(block)
+        self._cached += block_size
 
     def clear(self) -> None:
         """Free every cached block (blocks in use are freed when released)."""
         with self._lock:
+            self._drain()
             self._trim(self._cached)
 
     def statistics(self) -> PoolStatistics:
         with self._lock:
+            self._drain()
             return PoolStatistics(
                 reserved_bytes=self._reserved,
                 in_use_bytes=self._in_use,
@@ -232,9 +333,9 @@ class MemoryPool:
                 peak_in_use_bytes=self._peak_in_use,
                 peak_reserved_bytes=self._peak_reserved,
                 cached_bytes=self._cached,
-                allocations=self._allocations,
-                hits=self._hits,
+                allocations=self._allocations + self._recycled,
+                hits=self._hits + self._recycled,
                 misses=self._misses,
-                releases=self._releases,
+                releases=self._releases + self._recycled,
                 budget_bytes=self.max_memory_usage,
             )
