@@ -171,8 +171,9 @@ class Scheduler:
     """The queue and workers behind ``Engine.submit``; see the module docstring for the rules.
 
     ``config`` is an ``EngineConfig`` (its scheduling fields are read; the scheduler sits below the
-    engine's layer and does not import it). ``policy`` replaces the :class:`~edgecore._policy.BatchPolicy` built from ``config`` (it is only
-    ever called under the scheduler's lock).
+    engine's layer and does not import it). ``policy`` replaces the
+    :class:`~edgecore._policy.BatchPolicy` built from ``config`` (it is only ever called under the
+    scheduler's lock).
     """
 
     def __init__(
