@@ -15,7 +15,7 @@ import numpy as np
 from edgecore.errors import InvalidInputError
 from edgecore.tensor import TensorSpec, as_array
 
-__all__ = ["FeedChecker", "check_out", "fill_out"]
+__all__ = ["FeedChecker", "check_out", "fill_out", "random_feeds"]
 
 _SIGNATURES = 256  # distinct valid input signatures remembered
 
@@ -26,7 +26,7 @@ class FeedChecker:
     def __init__(self, specs: Sequence[TensorSpec]) -> None:
         self.specs = tuple(specs)
         self._plan = tuple(
-            (s.name, s.dtype.numpy, len(s.shape), tuple((i, d) for i, d in enumerate(s.shape) if isinstance(d, int)))
+            (s.name, s.dtype.numpy, s.rank, tuple((i, d) for i, d in enumerate(s.shape or ()) if isinstance(d, int)))
             for s in self.specs
         )
         self._names = frozenset(s.name for s in self.specs)
@@ -65,7 +65,7 @@ class FeedChecker:
                     f"input {name!r}: expected dtype {dtype}, got {array.dtype} (cast with .astype(np.{dtype}))"
                 )
             shape = array.shape
-            if len(shape) != rank:
+            if rank is not None and len(shape) != rank:  # None: the model records no shape, any rank
                 raise InvalidInputError(
                     f"input {name!r}: expected rank {rank} {self._describe(name)}, got shape {list(shape)}"
                 )

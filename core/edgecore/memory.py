@@ -205,9 +205,10 @@ class MemoryPool:
     def take(self, request: tuple) -> tuple[np.ndarray, int]:
         """An array for a :meth:`request`, and its data address: the hot path of every run.
 
-        Taking the lock once, it first takes back the blocks of arrays that died; when exactly one
-        died and it has this request's size class (a run loop's steady state), that block is
-        handed out again directly. Nothing is allocated on a hit but the array and its lease.
+        Taking the lock once, it takes back the first block whose array died; when that has this
+        request's size class (a run loop's steady state) it is handed out again directly, else all
+        returned blocks go back to their free lists first. Nothing is allocated on a hit but the
+        array and its lease.
         """
         shape, dtype, nbytes, block_size = request
         returned = self._returned
@@ -216,7 +217,7 @@ class MemoryPool:
                 block = self._hand_out(block_size, nbytes)
             else:
                 size, size_nbytes, block, _ = self._live.pop(id(returned.get_nowait()))
-                if size == block_size and returned.empty():  # one came back, the same size goes out
+                if size == block_size:  # one came back, the same size goes out (others wait their turn)
                     self._recycled += 1  # a release, an allocation and a hit at once
                     self._requested += nbytes - size_nbytes
                 else:

@@ -111,8 +111,8 @@ def _dim(d: Any) -> Dim:
     return d if d >= 0 else None  # exporters write an unknown size as -1: any size, as the runtimes read it
 
 
-def _shape(value: Any) -> tuple[Dim, ...]:
-    return tuple(_dim(d) for d in value)
+def _shape(value: Any) -> tuple[Dim, ...] | None:
+    return None if value is None else tuple(_dim(d) for d in value)  # None: no shape recorded, any rank
 
 
 @attrs.frozen(kw_only=True)
@@ -121,27 +121,31 @@ class TensorSpec:
 
     ``shape`` holds ints for fixed dimensions, strings for symbolic ones ("batch") and None for
     unnamed unknown ones. A negative size (exporters write ``dim_value: -1``) and an empty name are
-    read as None: any size, as ONNX Runtime and OpenVINO read them.
+    read as None: any size, as ONNX Runtime and OpenVINO read them. ``shape`` itself is None when the
+    model records no shape for the value: any rank.
     """
 
     name: str
     dtype: DataType = attrs.field(converter=DataType)
-    shape: tuple[Dim, ...] = attrs.field(converter=_shape)
+    shape: tuple[Dim, ...] | None = attrs.field(converter=_shape)
 
     @property
-    def rank(self) -> int:
-        return len(self.shape)
+    def rank(self) -> int | None:
+        """Number of dimensions; None when the model records no shape (any rank)."""
+        return None if self.shape is None else len(self.shape)
 
     @property
     def is_static(self) -> bool:
-        return all(isinstance(d, int) for d in self.shape)
+        return self.shape is not None and all(isinstance(d, int) for d in self.shape)
 
     def describe(self) -> str:
+        if self.shape is None:
+            return f"{self.dtype.short}[any rank]"
         dims = ", ".join("?" if d is None else str(d) for d in self.shape)
         return f"{self.dtype.short}[{dims}]"
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype.short, "shape": list(self.shape)}
+        return {"name": self.name, "dtype": self.dtype.short, "shape": None if self.shape is None else list(self.shape)}
 
 
 def as_array(value: Any, name: str) -> np.ndarray:

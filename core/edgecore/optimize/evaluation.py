@@ -185,9 +185,9 @@ def _split(arrays: dict[str, np.ndarray], specs: Sequence[TensorSpec], rows: int
         feed = {}
         for spec in specs:
             row = arrays[spec.name][i]
-            if row.ndim + 1 == len(spec.shape):
+            if spec.rank is not None and row.ndim + 1 == spec.rank:
                 row = row[None]
-            if row.ndim != len(spec.shape):
+            if spec.rank is not None and row.ndim != spec.rank:
                 raise OptimizationError(
                     f"calibration input {spec.name!r}: samples of shape {list(row.shape)} do not fit "
                     f"the input ({spec.describe()})"

@@ -399,8 +399,8 @@ def _loss(agreement: Agreement, original_accuracy: float | None, metric: str) ->
 def _interface_change(before: Graph, after: Graph) -> str:
     """What changed in the inputs/outputs (names, dtypes, ranks), or ''."""
     for kind, old, new in (("inputs", before.inputs, after.inputs), ("outputs", before.outputs, after.outputs)):
-        old_sig = [(s.name, s.dtype, len(s.shape)) for s in old]
-        new_sig = [(s.name, s.dtype, len(s.shape)) for s in new]
+        old_sig = [(s.name, s.dtype, s.rank) for s in old]
+        new_sig = [(s.name, s.dtype, s.rank) for s in new]
         if old_sig != new_sig:
             return f"{kind} {old_sig} became {new_sig}"
     return ""

@@ -50,7 +50,7 @@ def output_rules(graph: Graph) -> tuple[Any, ...]:
     ``(input index, axis)`` it takes its size from; None when the runtime must allocate it."""
     where: dict[str, tuple[int, int]] = {}
     for index, spec in enumerate(graph.inputs):
-        for axis, dim in enumerate(spec.shape):
+        for axis, dim in enumerate(spec.shape or ()):
             if isinstance(dim, str):
                 where.setdefault(dim, (index, axis))
     rules = []

@@ -143,7 +143,7 @@ class OrtCompiledModel(CompiledModel):
             requests, runtime = plan
             if out is not None:
                 binding, bound = bindings[0]
-                kept = self._bind_inputs(binding, feeds)
+                kept = self._bind_inputs(binding, feeds)  # noqa: F841 - alive until the run ends
                 return self._run_into(binding, bound, plan, out, deadline_ns)
             arrays: list = []
             targets: list = []
@@ -163,7 +163,7 @@ class OrtCompiledModel(CompiledModel):
                 state = bindings.pop()
                 bindings.insert(0, state)
             binding, bound = state
-            kept = self._bind_inputs(binding, feeds)
+            kept = self._bind_inputs(binding, feeds)  # noqa: F841 - alive until the run ends
             bind, cpu = binding.bind_output, self._cpu
             for (name, element, _), target, index in zip(self._outs, targets, self._indices):
                 if target is None:
@@ -308,13 +308,13 @@ class OrtCompiledModel(CompiledModel):
                 raise
             # An out buffer of the wrong shape, or a promised shape that was wrong: the rerun says which.
             return fill_out(self._rerun(binding, bound, requests, deadline_ns), out)
+        if not runtime:
+            return dict(zip(self._out_names, arrays))
+        self._collect(binding, bound, arrays, runtime)
         result = dict(zip(self._out_names, arrays))
-        if runtime:
-            self._collect(binding, bound, arrays, runtime)
-            result = dict(zip(self._out_names, arrays))
-            late = {name: out[name] for name in (self._out_names[i] for i in runtime) if name in out}
-            if late:  # 4-bit outputs: unpacked from the runtime's bytes into the caller's buffers
-                result.update(fill_out({name: result[name] for name in late}, late))
+        late = {name: out[name] for name in (self._out_names[i] for i in runtime) if name in out}
+        if late:  # 4-bit outputs: unpacked from the runtime's bytes into the caller's buffers
+            result.update(fill_out({name: result[name] for name in late}, late))
         return result
 
     def _run_plain(

@@ -182,3 +182,12 @@ def test_edge_types_and_shapes_match_the_reference(nodes, inputs, outputs, feeds
     for _ in range(3):  # first request of a shape, then pool-bound ones
         got = engine.run(feeds)
         same(got, {name: np.asarray(value).astype(got[name].dtype) for name, value in expected.items()})
+
+
+@pytest.mark.parametrize(("to", "dtype"), [(TP.INT4, ml_dtypes.int4), (TP.BFLOAT16, ml_dtypes.bfloat16)])
+def test_out_buffers_of_types_the_numpy_bridge_lacks(to, dtype, model_factory, engine_for):
+    model = model_factory([helper.make_node("Cast", ["x"], ["y"], to=to)], [("x", TP.FLOAT, [3])], [("y", to, [3])])
+    buffer = np.zeros(3, dtype)
+    result = engine_for(model).run({"x": np.array([1, -2, 3], np.float32)}, out={"y": buffer})
+    assert result["y"] is buffer
+    np.testing.assert_array_equal(buffer.astype(np.float32), [1, -2, 3])

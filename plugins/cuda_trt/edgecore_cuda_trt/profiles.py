@@ -28,6 +28,9 @@ def _computed(
     missing = []
     for spec in specs:
         low, opt, high = [], [], []
+        if spec.shape is None:
+            missing.append(f"input {spec.name!r} (records no shape)")
+            continue
         for axis, dim in enumerate(spec.shape):
             if isinstance(dim, int):
                 triple = (dim, dim, dim)
@@ -69,9 +72,9 @@ def _explicit(specs: Sequence[TensorSpec], given: Mapping[str, Any], index: int)
         except (KeyError, TypeError, ValueError):
             raise ConfigurationError(f"tensorrt profile {index}, input {name!r}: expected {{min, opt, max}} shapes, got {shapes!r}") from None
         for label, shape in (("min", low), ("opt", opt), ("max", high)):
-            if len(shape) != spec.rank:
+            if spec.rank is not None and len(shape) != spec.rank:
                 raise ConfigurationError(f"tensorrt profile {index}, input {name!r}: {label} {list(shape)} has rank {len(shape)}, the input {spec.rank}")
-        for axis, dim in enumerate(spec.shape):
+        for axis, dim in enumerate(spec.shape or (None,) * len(low)):
             values = (low[axis], opt[axis], high[axis])
             if isinstance(dim, int) and values != (dim, dim, dim):
                 raise ConfigurationError(f"tensorrt profile {index}, input {name!r}: axis {axis} is fixed at {dim}, got {list(values)}")

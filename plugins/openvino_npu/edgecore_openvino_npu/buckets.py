@@ -54,6 +54,10 @@ class BucketPlan:
         self._in_axes: list[tuple[tuple[int, int], ...]] = []  # per input: (axis, dim index)
         names: list[str] = []
         for spec in self.inputs:
+            if spec.shape is None:
+                raise ConfigurationError(
+                    f"openvino static_buckets needs the rank of every input; input {spec.name!r} records no shape"
+                )
             axes = []
             for axis, dim in enumerate(spec.shape):
                 if isinstance(dim, int):
@@ -88,7 +92,9 @@ class BucketPlan:
         found by shape inference; None: no shape inference, axis 0 is the batch)."""
         found = []
         unsliced = []
-        for axis, dim in enumerate(spec.shape):
+        if spec.shape is None:
+            unsliced.append("every axis (the output records no shape)")
+        for axis, dim in enumerate(spec.shape or ()):
             if isinstance(dim, str) and dim in self.dims:
                 found.append((axis, self.dims.index(dim)))
             elif dim is None and traced is not None:
@@ -111,7 +117,7 @@ class BucketPlan:
         """Per output, ``{axis: dim index}`` for the unnamed axes that follow a bucketed dimension:
         the axis has that dimension's size in the smallest bucket and still has it when only that
         dimension grows to its next size. None when shape inference fails."""
-        unnamed = [[a for a, d in enumerate(spec.shape) if d is None] for spec in self.outputs]
+        unnamed = [[a for a, d in enumerate(spec.shape or ()) if d is None] for spec in self.outputs]
         if not any(unnamed) or not self.dims:
             return [{} for _ in self.outputs]
         base = tuple(sizes[0] for sizes in self.sizes)

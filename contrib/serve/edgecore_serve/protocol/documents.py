@@ -45,7 +45,10 @@ EXTENSIONS: tuple[str, ...] = ("binary_tensor_data", "model_configuration", "mod
 
 
 def wire_shape(spec: TensorSpec) -> list[int]:
-    """A spec's shape as the protocol writes it: -1 for any size."""
+    """A spec's shape as the protocol writes it: -1 for any size; ``[-1]`` when the model records
+    no shape at all (any rank), as Triton reports such tensors."""
+    if spec.shape is None:
+        return [-1]
     return [d if isinstance(d, int) else -1 for d in spec.shape]
 
 
