@@ -6,7 +6,7 @@ in ``hookspecs``, where a hook spec names types of any layer). ``tests/test_laye
 table below and enforces it; docs/architecture.md explains it. A name covers its submodules; the
 most specific name wins.
 
-1. values: errors, tensor, watchdog
+1. values: errors, tensor, watchdog, _lazy (exports imported on first use)
 2. model and memory: graph, memory, inputs (feed and out checks, the one random-feed generator)
 3. backend contract: backend, specs
 4. observation: profiling (no runtime formats), stats, resources (metric values, process sampling)
@@ -21,8 +21,9 @@ plugins of layer 8 are named in ``plugins.DEFAULT_PLUGINS`` and loaded like entr
 plugins (cpu_simd, openvino) use layers 1-6 and the cache.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from edgecore._lazy import lazy_exports
 from edgecore.errors import (
     BackendExecutionError,
     BackendUnavailableError,
@@ -61,19 +62,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgecore' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 __all__ = [
     "Engine",

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from edgecore.selection import load_graph
 from edgecore.cli._common import add_engine_options, console, engine_config, print_json
 from edgecore.errors import OptimizationError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def register(subparsers: Any) -> None:
@@ -75,6 +75,8 @@ def _pass_options(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _calibration(path: str | None) -> tuple[dict[str, np.ndarray] | None, np.ndarray | None]:
+    import numpy as np
+
     if path is None:
         return None, None
     try:
@@ -111,6 +113,8 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgecore.selection import load_graph
+
     from edgecore.optimize import PassManager
 
     config = build_config(args)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from edgecore.cli._common import add_engine_options, console, engine_config, print_json
-from edgecore.errors import InvalidInputError
-from edgecore.inputs import random_feeds
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def register(subparsers: Any) -> None:
@@ -27,6 +26,10 @@ def register(subparsers: Any) -> None:
 
 
 def _load_inputs(items: list[str]) -> dict[str, np.ndarray]:
+    import numpy as np
+
+    from edgecore.errors import InvalidInputError
+
     feeds = {}
     for item in items:
         name, sep, path = item.partition("=")
@@ -40,6 +43,10 @@ def _load_inputs(items: list[str]) -> dict[str, np.ndarray]:
 
 
 def run(args: Any) -> int:
+    import numpy as np
+
+    from edgecore.inputs import random_feeds
+
     from edgecore.engine import Engine
 
     with Engine(engine_config(args)) as engine:

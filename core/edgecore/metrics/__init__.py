@@ -35,23 +35,45 @@ Where things live: the value records and the process sampler are :mod:`edgecore.
 are :mod:`edgecore.metrics.exposition`. prometheus-client is optional (``edgecore[metrics]``).
 """
 
-from edgecore.metrics.exposition import (
-    EngineCollector,
-    default_collector,
-    generate_latest,
-    make_registry,
-    start_http_server,
-    track,
-    untrack,
-)
-from edgecore.resources import (
-    DEFAULT_BATCH_BUCKETS,
-    DEFAULT_LATENCY_BUCKETS_US,
-    EngineMetrics,
-    HistogramSample,
-    MetricsSample,
-    ProcessSampler,
-)
+from typing import TYPE_CHECKING
+
+from edgecore._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from edgecore.metrics.exposition import (
+        EngineCollector,
+        default_collector,
+        generate_latest,
+        make_registry,
+        start_http_server,
+        track,
+        untrack,
+    )
+    from edgecore.resources import (
+        DEFAULT_BATCH_BUCKETS,
+        DEFAULT_LATENCY_BUCKETS_US,
+        EngineMetrics,
+        HistogramSample,
+        MetricsSample,
+        ProcessSampler,
+    )
+
+#: Names this package exports, imported on first use (registering the metrics plugin stays cheap).
+_LAZY = {
+    **dict.fromkeys(
+        ("EngineCollector", "default_collector", "generate_latest", "make_registry", "start_http_server",
+         "track", "untrack"),
+        "edgecore.metrics.exposition",
+    ),
+    **dict.fromkeys(
+        ("DEFAULT_BATCH_BUCKETS", "DEFAULT_LATENCY_BUCKETS_US", "EngineMetrics", "HistogramSample",
+         "MetricsSample", "ProcessSampler"),
+        "edgecore.resources",
+    ),
+}
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 __all__ = [
     "DEFAULT_BATCH_BUCKETS",

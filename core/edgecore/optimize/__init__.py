@@ -26,17 +26,30 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgecore.optimize.agreement import Agreement, Signal, compare, signal_of
-from edgecore.optimize.config import DEFAULT_KEEP_FP32_OPS, OptimizationConfig
-from edgecore.optimize.evaluation import ONNX_REFERENCE, Evaluator, SampleSet
-from edgecore.optimize.manager import PassContext, PassManager, is_quantized, select_passes
-from edgecore.optimize.report import GraphStats, OptimizationReport, PassRecord
-from edgecore.selection import load_graph
+from edgecore._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from edgecore.config import EngineConfig
     from edgecore.graph import Graph, ModelSource
+    from edgecore.optimize.agreement import Agreement, Signal, compare, signal_of
+    from edgecore.optimize.config import DEFAULT_KEEP_FP32_OPS, OptimizationConfig
+    from edgecore.optimize.evaluation import ONNX_REFERENCE, Evaluator, SampleSet
+    from edgecore.optimize.manager import PassContext, PassManager, is_quantized, select_passes
+    from edgecore.optimize.report import GraphStats, OptimizationReport, PassRecord
     from edgecore.plugins import PluginManager
+
+#: Names this package exports, imported on first use: registering the core passes (which every
+#: plugin manager does) must not pay for onnx, onnx_ir and the pass manager.
+_LAZY = {
+    **dict.fromkeys(("Agreement", "Signal", "compare", "signal_of"), "edgecore.optimize.agreement"),
+    **dict.fromkeys(("DEFAULT_KEEP_FP32_OPS", "OptimizationConfig"), "edgecore.optimize.config"),
+    **dict.fromkeys(("ONNX_REFERENCE", "Evaluator", "SampleSet"), "edgecore.optimize.evaluation"),
+    **dict.fromkeys(("PassContext", "PassManager", "is_quantized", "select_passes"), "edgecore.optimize.manager"),
+    **dict.fromkeys(("GraphStats", "OptimizationReport", "PassRecord"), "edgecore.optimize.report"),
+}
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 __all__ = [
     "OptimizationConfig",
@@ -75,6 +88,9 @@ def optimize(
     the process-wide one). ``onnx_reference=True`` checks passes with core's ``onnx.reference``
     evaluator instead of a backend plugin (``backend="reference"`` is the backend plugin of that name).
     """
+    from edgecore.optimize.manager import PassManager
+    from edgecore.selection import load_graph
+
     manager = PassManager(config, backend=backend, engine_config=engine_config, plugin_manager=plugin_manager,
                           onnx_reference=onnx_reference)
     return manager.run(load_graph(model, plugin_manager))

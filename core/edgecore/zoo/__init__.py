@@ -30,14 +30,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import onnx
-
+from edgecore._lazy import lazy_exports
 from edgecore.errors import ModelLoadError
 from edgecore.specs import ModelSpec
-from edgecore.zoo._builder import count_parameters
-from edgecore.zoo._digits import digits_test_split
 
 if TYPE_CHECKING:
+    import onnx
+
+    from edgecore.zoo._builder import count_parameters
+    from edgecore.zoo._digits import digits_test_split
     from edgecore.plugins import PluginManager
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,13 @@ logger = logging.getLogger(__name__)
 __all__ = ["list_models", "get_spec", "build", "export", "cache_dir", "count_parameters", "digits_test_split"]
 
 CACHE_ENV = "EDGECORE_CACHE_DIR"
+
+# Listing the zoo (every plugin manager does) imports neither onnx nor numpy; building does.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {"count_parameters": "edgecore.zoo._builder", "digits_test_split": "edgecore.zoo._digits"},
+    globals(),
+)
 
 
 def list_models(plugin_manager: PluginManager | None = None) -> dict[str, ModelSpec]:
@@ -88,6 +96,8 @@ def build(
     _check_options(spec, seed, options)
     use_cache = cache and getattr(spec.builder, "cacheable", True)
     path = cache_dir() / _cache_name(name, seed, options) if use_cache else None
+    import onnx
+
     if path is not None and path.is_file():
         try:
             model = onnx.load_model(str(path))
@@ -143,6 +153,8 @@ def _version() -> str:
 
 
 def _cache_name(name: str, seed: int, options: dict[str, Any]) -> str:
+    import onnx
+
     key = json.dumps(
         {"name": name, "seed": seed, "options": options, "edgecore": _version(), "onnx": onnx.__version__},
         sort_keys=True,

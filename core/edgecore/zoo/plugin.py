@@ -7,16 +7,46 @@ code that builds the full-size models.
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
+from typing import Any
 
 from edgecore.hookspecs import hookimpl
 from edgecore.specs import ModelSpec
-from edgecore.zoo._bert import build_bert
-from edgecore.zoo._cnn import build_efficientnet, build_mobilenet_v2, build_resnet
-from edgecore.zoo._digits import build_digits_cnn
 
 __all__ = ["edgecore_models", "edgecore_resolve_model"]
 
 ZOO_PREFIX = "zoo:"
+
+
+class _Builder:
+    """A builder function of the zoo's modules, imported when first called or inspected: listing
+    the zoo (every plugin manager does) imports neither onnx nor numpy."""
+
+    __slots__ = ("_module", "_name")
+
+    def __init__(self, module: str, name: str) -> None:
+        self._module, self._name = module, name
+
+    def _target(self) -> Any:
+        return getattr(importlib.import_module(self._module), self._name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target()(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(self._target())
+
+    def __getattr__(self, name: str) -> Any:  # e.g. ``cacheable``
+        return getattr(self._target(), name)
+
+
+build_mobilenet_v2 = _Builder("edgecore.zoo._cnn", "build_mobilenet_v2")
+build_resnet = _Builder("edgecore.zoo._cnn", "build_resnet")
+build_efficientnet = _Builder("edgecore.zoo._cnn", "build_efficientnet")
+build_bert = _Builder("edgecore.zoo._bert", "build_bert")
+build_digits_cnn = _Builder("edgecore.zoo._digits", "build_digits_cnn")
 
 _IMAGE = "NCHW float32 'input' [batch, 3, {size}, {size}] -> 'logits' [batch, {classes}]"
 _BERT = "int64 input_ids/attention_mask/token_type_ids [batch, sequence] -> last_hidden_state, pooler_output"

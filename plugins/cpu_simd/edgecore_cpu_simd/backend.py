@@ -14,15 +14,17 @@ import functools
 import itertools
 import os
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecore.backend import Availability, Backend, CompileOptions, DeviceInfo, op_name
 from edgecore.errors import ConfigurationError, ModelLoadError
-from edgecore.graph import Graph
 from edgecore_cpu_simd.compiled import OrtCompiledModel
 from edgecore_cpu_simd.cpuinfo import cpu_description, logical_cores
 from edgecore_cpu_simd.session import QUIET, budget, new_session, use_arena
 from edgecore_cpu_simd.session import ort as _ort
+
+if TYPE_CHECKING:
+    from edgecore.graph import Graph
 
 __all__ = ["CpuSimdBackend", "OrtCompiledModel"]
 

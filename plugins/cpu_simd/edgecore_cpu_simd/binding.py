@@ -16,12 +16,14 @@
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from edgecore.graph import Graph
 from edgecore.tensor import DataType, TensorSpec
+
+if TYPE_CHECKING:
+    from edgecore.graph import Graph
 
 __all__ = ["output_rules", "shape_from", "is_bridged", "is_packed", "pack_4bit", "unpack_4bit", "copy_value"]
 

@@ -53,18 +53,20 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from edgecore.backend import CompiledModel, CompileOptions
 from edgecore.errors import EdgecoreError, MemoryBudgetExceeded, RequestTimeoutError
-from edgecore.graph import Graph
 from edgecore.inputs import fill_out
 from edgecore.tensor import DataType
 from edgecore.watchdog import watch
 from edgecore_cpu_simd.binding import copy_value, is_bridged, is_packed, output_rules, pack_4bit, shape_from
 from edgecore_cpu_simd.session import arena_refused, budget, new_session, uses_env_allocators
+
+if TYPE_CHECKING:
+    from edgecore.graph import Graph
 
 __all__ = ["OrtCompiledModel"]
 

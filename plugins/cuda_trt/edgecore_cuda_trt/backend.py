@@ -13,11 +13,13 @@ import importlib.util
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecore.backend import Availability, Backend, CompileOptions, DeviceInfo, op_name
 from edgecore.errors import BackendUnavailableError, UnsupportedOperatorError
-from edgecore.graph import Graph
+
+if TYPE_CHECKING:
+    from edgecore.graph import Graph
 
 logger = logging.getLogger(__name__)
 

@@ -18,17 +18,19 @@ import io
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecore.backend import Availability, Backend, CompileOptions, DeviceInfo, op_name
 from edgecore.errors import BackendUnavailableError, ConfigurationError, ModelLoadError, UnsupportedOperatorError
-from edgecore.graph import Graph
 
 from edgecore_openvino_npu import _ov
 from edgecore_openvino_npu.buckets import BucketPlan
 from edgecore_openvino_npu.compiled import Executable, OpenVinoCompiledModel, _plain, _port_index
 from edgecore_openvino_npu.devices import list_devices
 from edgecore_openvino_npu.options import OvSettings, resolve
+
+if TYPE_CHECKING:
+    from edgecore.graph import Graph
 
 logger = logging.getLogger(__name__)
 

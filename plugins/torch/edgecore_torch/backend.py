@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecore.backend import Availability, Backend, CompileOptions, DeviceInfo
 from edgecore.errors import BackendUnavailableError, UnsupportedOperatorError
-from edgecore.graph import Graph
 from edgecore.tensor import DataType
+
+if TYPE_CHECKING:
+    from edgecore.graph import Graph
 
 logger = logging.getLogger(__name__)
 
