@@ -7,18 +7,18 @@ table below and enforces it; docs/architecture.md explains it. A name covers its
 most specific name wins.
 
 1. values: errors, tensor, watchdog, _lazy (exports imported on first use)
-2. model and memory: graph, memory, inputs (feed and out checks, the one random-feed generator)
+2. model and memory: graph, modelfile (external data, digests), cache (compiled artifacts), memory, inputs (feed and out checks, the one random-feed generator)
 3. backend contract: backend, specs
 4. observation: profiling (no runtime formats), stats, resources (metric values, process sampling)
 5. batching: _policy (the policy, pure), _queue (requests, the queue), _runner (running a batch), scheduler (threads)
 6. plugins: hookspecs, plugins, _default_plugin, selection (backend choice, model resolution)
 7. engine: config, engine, __init__ (this facade)
-8. tools on top: optimize, zoo, bench, cache (compiled artifacts), metrics (Prometheus exposition), profiling.viewer
+8. tools on top: optimize, zoo, bench, metrics (Prometheus exposition), profiling.viewer
 9. front ends: cli, testing, __main__
 
 Layers 1-6 never import the engine: what they need from above comes through a hook (the built-in
 plugins of layer 8 are named in ``plugins.DEFAULT_PLUGINS`` and loaded like entry points). Backend
-plugins (cpu_simd, openvino) use layers 1-6 and the cache.
+plugins (cpu_simd, openvino) use layers 1-6 (the cache included).
 """
 
 from typing import TYPE_CHECKING

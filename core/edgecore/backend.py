@@ -20,6 +20,7 @@ import abc
 import functools
 import threading
 import time
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -44,9 +45,11 @@ __all__ = [
     "backend_for",
     "deadline_after",
     "GRAPH_OPTIMIZATION_LEVELS",
+    "MEMORY_MODES",
 ]
 
 GRAPH_OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
+MEMORY_MODES = ("balanced", "min")
 
 
 def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -82,6 +85,15 @@ def _level(instance: Any, attribute: attrs.Attribute, value: str) -> None:
         raise ConfigurationError(f"{attribute.name} must be one of {GRAPH_OPTIMIZATION_LEVELS}, got {value!r}")
 
 
+def _memory_mode(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if value not in MEMORY_MODES:
+        raise ConfigurationError(f"{attribute.name} must be one of {MEMORY_MODES}, got {value!r}")
+
+
+def _folder(value: Any) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
 def _non_negative(instance: Any, attribute: attrs.Attribute, value: int) -> None:
     if value < 0:
         raise ConfigurationError(f"{attribute.name} must be >= 0 (0 = the runtime's default), got {value}")
@@ -94,6 +106,13 @@ class CompileOptions:
     ``num_threads``/``inter_op_threads``: 0 lets the runtime choose. ``graph_optimization_level`` is
     the runtime's own optimizer level. ``options`` carries backend-specific settings (the seed's
     ``custom_options``); a backend rejects keys it does not know with a clear error.
+
+    ``cache_dir``: the folder of edgecore's caches (None: ``$EDGECORE_CACHE_DIR``, else
+    ``~/.cache/edgecore``); a backend keeps its compiled artifacts in the :mod:`edgecore.cache`
+    under ``cache_dir / "artifacts"`` (or its own runtime's cache in a folder of its own under
+    ``cache_dir``), capped at ``cache_max_bytes`` (0 = no cap). ``memory_mode``: "balanced"
+    (the runtime's defaults: pre-packed weights, arenas) or "min" (what costs memory to gain speed
+    is turned off where the runtime allows it).
     """
 
     device: str = "auto"
@@ -105,6 +124,9 @@ class CompileOptions:
     profile_ops: bool = False
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
     shared_cores: bool = False
+    cache_dir: Path | None = attrs.field(default=None, converter=_folder)
+    cache_max_bytes: int = attrs.field(default=4 << 30, validator=_non_negative)
+    memory_mode: str = attrs.field(default="balanced", validator=_memory_mode)
     memory_pool: MemoryPool | None = attrs.field(default=None, eq=False)
 
     #: EngineConfig fields read under another name here (the seed's names on the config side).
@@ -120,6 +142,13 @@ class CompileOptions:
                 values[field.name] = getattr(config, source)
         values.update(overrides)
         return cls(**values)
+
+    def artifact_cache(self) -> Any:
+        """The :class:`edgecore.cache.ArtifactCache` these options name."""
+        from edgecore.cache import ArtifactCache, default_cache_dir
+
+        root = self.cache_dir / "artifacts" if self.cache_dir is not None else default_cache_dir()
+        return ArtifactCache(root, max_bytes=self.cache_max_bytes)
 
 
 class CompiledModel(abc.ABC):

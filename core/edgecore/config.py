@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import attrs
 
-from edgecore.backend import GRAPH_OPTIMIZATION_LEVELS, CompileOptions
+from edgecore.backend import GRAPH_OPTIMIZATION_LEVELS, MEMORY_MODES, CompileOptions
 from edgecore.errors import ConfigurationError
 
 __all__ = ["EngineConfig", "DEVICES"]
@@ -61,7 +61,13 @@ class EngineConfig:
     ``profile_ops`` (per-operator timings into the profiler), ``custom_options`` (backend-specific).
 
     Memory: ``enable_memory_pool``, ``max_memory_usage`` (bytes, 0 = unlimited), ``pool_size``
-    (idle bytes kept for reuse, 0 = unlimited), ``memory_alignment``.
+    (idle bytes kept for reuse, 0 = unlimited), ``memory_alignment``, ``memory_mode`` ("balanced",
+    or "min": backends turn off what trades memory for speed, e.g. cpu_simd's pre-packed weights
+    and arena).
+
+    Caches: ``cache_dir`` (None: ``$EDGECORE_CACHE_DIR``, else ``~/.cache/edgecore``) holds the
+    compiled-artifact cache (:mod:`edgecore.cache`) and models converted to external data;
+    ``cache_max_bytes`` caps it (least recently used entries go first; 0 = no cap).
 
     Scheduling (used by ``submit``/``run_async``, and by ``run`` when ``enable_dynamic_batching``):
     ``max_batch_size``, ``preferred_batch_sizes``, ``max_queue_delay_us``, ``priority_levels``,
@@ -83,6 +89,10 @@ class EngineConfig:
     max_memory_usage: int = attrs.field(default=0, validator=_at_least(0))
     pool_size: int = attrs.field(default=0, validator=_at_least(0))
     memory_alignment: int = attrs.field(default=64, validator=_at_least(1))
+    memory_mode: str = attrs.field(default="balanced", validator=_one_of(MEMORY_MODES))
+
+    cache_dir: str | os.PathLike | None = None
+    cache_max_bytes: int = attrs.field(default=4 << 30, validator=_at_least(0))
 
     enable_dynamic_batching: bool = False
     max_batch_size: int = attrs.field(default=8, validator=_at_least(1))

@@ -100,7 +100,7 @@ class Engine:
         if self._closed:
             raise EngineClosedError("this engine is closed; create a new Engine")
         load_started = _now()
-        graph = load_graph(source, self._pm)
+        graph = load_graph(source, self._pm, cache_dir=self.config.cache_dir)
         if self._profiler.active:
             self._profiler.record("model_load", load_started, _now(), args={"model": graph.name})
         started = time.perf_counter()

@@ -10,13 +10,23 @@ offset or length that is not a non-negative number or runs past the end of its f
 stricter than the runtimes: inputs and outputs without a shape are accepted (their
 :class:`~edgecore.tensor.TensorSpec` has ``shape=None``, any rank), as ONNX Runtime runs them.
 
+Weightless: checks and shape inference run on the model *without* its weights. External data stays
+on disk (``onnx_ir`` maps it lazily, the runtimes map it themselves); a model with large inline
+weights (a file, bytes or a proto holding :data:`~edgecore.modelfile.INLINE_MAX` bytes or more) is
+converted once into the artifact cache (``cache_dir``, default ``$EDGECORE_CACHE_DIR`` or
+``~/.cache/edgecore``) as ``model.onnx`` + ``model.data`` and loaded from there. Backends take
+:meth:`Graph.runtime_model` -- a path whose external data lies beside it, or the serialized bytes of a
+small model -- never a serialized copy of large weights. See :mod:`edgecore.modelfile`.
+
 :class:`LoadLimits` bound what loading may read and allocate (file size, external data, elements a
 tensor claims); they are checked before anything is read or allocated, so a hostile file costs a
 ``stat`` and a parse, never memory. Defaults come from the environment (``EDGECORE_MAX_MODEL_BYTES``,
 ``EDGECORE_MAX_EXTERNAL_DATA_BYTES``, ``EDGECORE_MAX_TENSOR_ELEMENTS``).
 
-A Graph is treated as immutable once built: optimization passes work on a copy (``graph.copy()``)
-and wrap the result in a new Graph, so the serialized bytes and fingerprint are computed once.
+A Graph is treated as immutable once built: optimization passes work on a copy (``graph.copy()``,
+weights read in) and wrap the result in a new Graph. The one change a Graph makes to itself is
+:meth:`runtime_model` moving an in-memory graph's large weights into the artifact cache (under
+``_lock``), after which its ``onnx_ir`` model maps them from there.
 """
 
 from __future__ import annotations
@@ -24,20 +34,34 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import math
 import os
 import re
+import threading
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Union
+from typing import Any, Iterator, Union
 
-import attrs
 import numpy as np
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from edgecore.errors import ConfigurationError, ModelLoadError
-from edgecore.tensor import DataType, Dim, TensorSpec
+from edgecore.cache import ArtifactCache, CacheKey, default_cache_dir
+from edgecore.errors import ModelLoadError
+from edgecore.modelfile import (
+    INLINE_MAX,
+    MODEL_FILE,
+    LoadLimits,
+    all_tensors,
+    check_external_data,
+    check_tensor_sizes,
+    content_digest,
+    externalize,
+    file_digest,
+    inline_weight_bytes,
+    over_limit,
+    restore_inline,
+)
+from edgecore.tensor import DataType, TensorSpec, Dim
 
 logger = logging.getLogger(__name__)
 
@@ -45,64 +69,12 @@ __all__ = ["Graph", "LoadLimits", "ModelSource"]
 
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto, "Graph"]
 
-_PROTOBUF_LIMIT = 2 << 30  # protobuf cannot parse a message of 2 GiB or more
+#: the artifact-cache "backend" under which converted models are kept
+_CONVERTED = "edgecore.external-data"
 
 
-# -- limits ----------------------------------------------------------------------------------------
-
-
-def _positive(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-        raise ConfigurationError(f"LoadLimits.{attribute.name} must be a positive whole number, got {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class LoadLimits:
-    """Bounds on what :meth:`Graph.load` reads and allocates, checked before it does.
-
-    ``max_model_bytes``: the ``.onnx`` file (or bytes) itself; protobuf cannot parse 2 GiB or more.
-    ``max_external_data_bytes``: external data of all tensors together (None: the machine's memory).
-    ``max_tensor_elements``: elements any one tensor (initializer, constant) may claim by its dims.
-    """
-
-    max_model_bytes: int = attrs.field(default=_PROTOBUF_LIMIT, validator=_positive)
-    max_external_data_bytes: int | None = attrs.field(default=None, validator=_positive)
-    max_tensor_elements: int = attrs.field(default=1 << 32, validator=_positive)
-
-    #: field -> environment variable that overrides its default
-    ENV = {
-        "max_model_bytes": "EDGECORE_MAX_MODEL_BYTES",
-        "max_external_data_bytes": "EDGECORE_MAX_EXTERNAL_DATA_BYTES",
-        "max_tensor_elements": "EDGECORE_MAX_TENSOR_ELEMENTS",
-    }
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> LoadLimits:
-        """The defaults, overridden by ``EDGECORE_MAX_*`` variables that are set (whole numbers)."""
-        environ = os.environ if environ is None else environ
-        values = {}
-        for field, variable in cls.ENV.items():
-            raw = environ.get(variable, "").strip().replace("_", "")
-            if not raw:
-                continue
-            if not raw.isdigit():
-                raise ConfigurationError(f"{variable} must be a positive whole number of bytes/elements, got {raw!r}")
-            values[field] = int(raw)
-        return cls(**values)
-
-    def external_data_bytes(self) -> int:
-        if self.max_external_data_bytes is not None:
-            return self.max_external_data_bytes
-        import psutil
-
-        return int(psutil.virtual_memory().total)
-
-
-def _over(what: str, size: int, limit: int, field: str) -> ModelLoadError:
-    return ModelLoadError(
-        f"{what} is {size:,} bytes, over the limit of {limit:,} (LoadLimits.{field}, "
-        f"environment {LoadLimits.ENV[field]})"
-    )
+def _cache(cache_dir: str | os.PathLike | None) -> ArtifactCache:
+    return ArtifactCache(Path(cache_dir).expanduser() / "artifacts" if cache_dir else default_cache_dir())
 
 
 # -- specs -----------------------------------------------------------------------------------------
@@ -128,147 +100,6 @@ def _spec(value: ir.Value, role: str) -> TensorSpec:
     except Exception as exc:
         raise ModelLoadError(f"model {role} {value.name!r}: {exc}") from exc
     return TensorSpec(name=value.name or "", dtype=dtype, shape=_dims(value.shape))
-
-
-# -- tensors, their claimed sizes and external data ------------------------------------------------
-
-
-def _tensors_of(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    """Every TensorProto in a graph and its subgraphs (initializers and tensor attributes)."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    yield from _node_tensors(graph.node)
-
-
-def _node_tensors(nodes: Any) -> Iterator[onnx.TensorProto]:
-    for node in nodes:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("sparse_tensor"):
-                yield attr.sparse_tensor.values
-                yield attr.sparse_tensor.indices
-            if attr.HasField("g"):
-                yield from _tensors_of(attr.g)
-            for sub in attr.graphs:
-                yield from _tensors_of(sub)
-
-
-def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    yield from _tensors_of(model.graph)
-    for function in model.functions:
-        yield from _node_tensors(function.node)
-
-
-def _nbytes(tensor: onnx.TensorProto, elements: int) -> int | None:
-    """Bytes ``elements`` of ``tensor``'s type take in raw form (None: not a fixed-size type)."""
-    try:
-        dtype = DataType(tensor.data_type)
-    except ValueError:
-        return None
-    if dtype in (DataType.UINT4, DataType.INT4, DataType.FLOAT4E2M1):
-        return (elements + 1) // 2
-    if dtype == DataType.STRING:
-        return None
-    return elements * dtype.numpy.itemsize
-
-
-def _check_tensor_sizes(model: onnx.ModelProto, source: str, limits: LoadLimits) -> None:
-    """Refuse tensors whose dims are negative or claim more than ``max_tensor_elements``."""
-    for tensor in _all_tensors(model):
-        dims = list(tensor.dims)
-        if any(d < 0 for d in dims):
-            raise ModelLoadError(f"tensor {tensor.name!r} of {source} has negative dims {dims}")
-        elements = math.prod(dims)
-        if elements > limits.max_tensor_elements:
-            raise ModelLoadError(
-                f"tensor {tensor.name!r} of {source} claims {elements:,} elements (dims {dims}), over the "
-                f"limit of {limits.max_tensor_elements:,} (LoadLimits.max_tensor_elements, environment "
-                f"{LoadLimits.ENV['max_tensor_elements']})"
-            )
-
-
-def _entry_int(tensor: onnx.TensorProto, where: str, key: str, value: str | None) -> int | None:
-    if value is None:
-        return None
-    if not (value.isascii() and value.isdigit()) or len(value) > 19:
-        raise ModelLoadError(f"{where}: external data {key} must be a non-negative whole number, got {value[:40]!r}")
-    return int(value)
-
-
-@attrs.frozen
-class _External:
-    tensor: onnx.TensorProto
-    target: Path
-    offset: int
-    length: int
-
-
-def _external_entry(tensor: onnx.TensorProto, root: Path | None, source: str) -> _External:
-    """Where ``tensor``'s external data lies, checked: inside ``root``, within its file, as long as
-    its dims say."""
-    entries = {e.key: e.value for e in tensor.external_data}
-    location = entries.get("location", "")
-    where = f"tensor {tensor.name!r} of {source} refers to external data {location[:200]!r}"
-    if root is None:
-        raise ModelLoadError(f"{where}, but the model was not loaded from a file; load it by path")
-    if "\0" in location:
-        raise ModelLoadError(f"{where}: the location holds a NUL byte")
-    offset = _entry_int(tensor, where, "offset", entries.get("offset")) or 0
-    length = _entry_int(tensor, where, "length", entries.get("length"))
-    if not location or os.path.isabs(location) or Path(location).drive:
-        raise ModelLoadError(f"{where}: external data must be a relative path inside {root}")
-    if ".." in Path(os.path.normpath(location)).parts or ".." in Path(location).parts:
-        raise ModelLoadError(f"{where}: '..' escapes the model folder {root}")
-    try:
-        target = (root / location).resolve()
-        if not target.is_relative_to(root):
-            raise ModelLoadError(f"{where}: it resolves to {target}, outside the model folder {root}")
-        if not target.is_file():
-            raise ModelLoadError(f"{where}: no such file {target}")
-        size = target.stat().st_size
-    except (OSError, RuntimeError, ValueError) as exc:  # too long a name, a symlink loop, ...
-        raise ModelLoadError(f"{where}: cannot read it: {exc}") from exc
-    if length is None:
-        length = max(size - offset, 0)
-    if offset + length > size:
-        raise ModelLoadError(
-            f"{where}: offset {offset:,} + length {length:,} runs past the end of {target} ({size:,} bytes)"
-        )
-    expected = _nbytes(tensor, math.prod(tensor.dims))
-    if expected is not None and length < expected:
-        raise ModelLoadError(
-            f"{where}: length {length:,} is too small for dims {list(tensor.dims)} "
-            f"({expected:,} bytes of {onnx.TensorProto.DataType.Name(tensor.data_type)})"
-        )
-    return _External(tensor, target, offset, length)
-
-
-def _load_external_data(model: onnx.ModelProto, base_dir: Path | None, source: str, limits: LoadLimits) -> None:
-    """Check every external data entry (all of them, before reading any), then read them in."""
-    root = base_dir.resolve() if base_dir is not None else None
-    entries = [
-        _external_entry(tensor, root, source)
-        for tensor in _all_tensors(model)
-        if tensor.data_location == onnx.TensorProto.EXTERNAL
-    ]
-    if not entries:
-        return
-    total, limit = sum(e.length for e in entries), limits.external_data_bytes()
-    if total > limit:
-        raise _over(f"the external data of {source}", total, limit, "max_external_data_bytes")
-    for entry in entries:
-        with open(entry.target, "rb") as file:
-            file.seek(entry.offset)
-            data = file.read(entry.length)
-        if len(data) != entry.length:
-            raise ModelLoadError(f"tensor {entry.tensor.name!r} of {source}: {entry.target} changed while read")
-        entry.tensor.raw_data = data
-        entry.tensor.data_location = onnx.TensorProto.DEFAULT
-        del entry.tensor.external_data[:]
 
 
 # -- parsing and validation ------------------------------------------------------------------------
@@ -357,6 +188,38 @@ def _normalized(proto: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
+def _weightless_for_checks(proto: onnx.ModelProto, entries: list, source: str) -> onnx.ModelProto:
+    """``proto`` as ``onnx.checker`` can judge it without its weights: the checker looks for external
+    data files relative to the working directory, so main-graph initializers held externally become
+    graph inputs of their type and shape (their values are not needed to check or infer shapes; small
+    constants such as Reshape targets stay inline), and the rare external tensor elsewhere
+    (subgraphs, attributes) is read in."""
+    if not entries:
+        return proto
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)  # weightless: cheap
+    listed = {value.name for value in copy.graph.input}
+    kept = []
+    for tensor in copy.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            kept.append(tensor)
+        elif tensor.name not in listed:
+            copy.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+    if len(kept) != len(copy.graph.initializer):
+        del copy.graph.initializer[:]
+        copy.graph.initializer.extend(kept)
+    by_name = {entry.tensor.name: entry for entry in entries}
+    for tensor in list(_external_tensors(copy)):  # outside the main graph's initializers
+        tensor.raw_data = by_name[tensor.name].read(source)
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+    return copy
+
+
+def _external_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    return (t for t in all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL)
+
+
 def _check_structure(proto: onnx.ModelProto) -> None:
     """``onnx.checker`` without inference; shapeless main-graph values get a placeholder shape for
     it (the checker requires one; runtimes read none as any rank)."""
@@ -413,11 +276,21 @@ def _check_io_types(model: onnx.ModelProto, source: str) -> None:
 
 
 class Graph:
-    """A validated ONNX model held as ``onnx_ir``, with input/output specs and a fingerprint."""
+    """A validated ONNX model held as ``onnx_ir``, with input/output specs and a fingerprint.
 
-    def __init__(self, model: ir.Model, *, source: str = "<memory>") -> None:
+    ``path``: the ``.onnx`` file holding exactly this model (external data beside it), when there
+    is one; the graph's large weights are then mapped from it, not held.
+    """
+
+    def __init__(
+        self, model: ir.Model, *, source: str = "<memory>", path: Path | None = None
+    ) -> None:
         self.model = model
         self.source = source
+        self.path = path
+        #: the artifact cache's folder this graph was loaded with (None: the default)
+        self.cache_dir: str | os.PathLike | None = None
+        self._lock = threading.Lock()
         graph_inputs = {v.name for v in model.graph.initializers.values()}
         self.inputs: tuple[TensorSpec, ...] = tuple(
             _spec(v, "input") for v in model.graph.inputs if v.name not in graph_inputs
@@ -429,56 +302,134 @@ class Graph:
     # -- construction ------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, source: ModelSource, *, check: bool = True, limits: LoadLimits | None = None) -> Graph:
-        """Load, validate and shape-infer a model; raise :class:`ModelLoadError` with the reason.
+    def load(
+        cls,
+        source: ModelSource,
+        *,
+        check: bool = True,
+        limits: LoadLimits | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> Graph:
+        """Load, validate and shape-infer a model without reading its weights into memory; raise
+        :class:`ModelLoadError` with the reason.
 
         ``limits`` bound what is read and allocated (default: :meth:`LoadLimits.from_env`); they
-        hold with ``check=False`` too, which skips ``onnx.checker`` only.
+        hold with ``check=False`` too, which skips ``onnx.checker`` only. ``cache_dir``: where a
+        model with large inline weights is converted to external data (default:
+        ``$EDGECORE_CACHE_DIR``, else ``~/.cache/edgecore``).
         """
         if isinstance(source, Graph):
             return source
         limits = LoadLimits.from_env() if limits is None else limits
-        base_dir: Path | None = None
         if isinstance(source, onnx.ModelProto):
             name, proto = "<ModelProto>", source
             size = proto.ByteSize()
             if size > limits.max_model_bytes:
-                raise _over(f"the model {name}", size, limits.max_model_bytes, "max_model_bytes")
+                raise over_limit(f"the model {name}", size, limits.max_model_bytes, "max_model_bytes")
+            if inline_weight_bytes(proto) >= INLINE_MAX:
+                check_tensor_sizes(proto, name, limits)
+                digest = hashlib.sha256(proto.SerializeToString()).hexdigest()
+                return cls._converted(digest, proto, name, check, limits, cache_dir, restore=True)
         elif isinstance(source, (bytes, bytearray, memoryview)):
             name = "the given bytes"
             if len(source) > limits.max_model_bytes:
-                raise _over(name, len(source), limits.max_model_bytes, "max_model_bytes")
+                raise over_limit(name, len(source), limits.max_model_bytes, "max_model_bytes")
             name, proto = "<bytes>", _parse(bytes(source), name)
+            if inline_weight_bytes(proto) >= INLINE_MAX:
+                check_tensor_sizes(proto, name, limits)
+                digest = hashlib.sha256(source).hexdigest()
+                return cls._converted(digest, proto, name, check, limits, cache_dir)
         elif isinstance(source, (str, os.PathLike)):
-            path = Path(source)
-            name, base_dir = str(path), path.parent
-            try:
-                if not path.exists():
-                    raise ModelLoadError(f"model file {path} does not exist")
-                if not path.is_file():
-                    raise ModelLoadError(f"model path {path} is not a file")
-                size = path.stat().st_size
-                if size > limits.max_model_bytes:
-                    raise _over(f"model file {path}", size, limits.max_model_bytes, "max_model_bytes")
-                data = path.read_bytes()
-            except (OSError, ValueError) as exc:  # unreadable, a NUL in the path, ...
-                raise ModelLoadError(f"cannot read model file {str(path)[:200]!r}: {exc}") from exc
-            proto = _parse(data, f"model file {path}")
-            del data
+            return cls._load_path(Path(source), check, limits, cache_dir)
         else:
             raise ModelLoadError(
                 f"cannot load a model from {type(source).__name__}: give a path, bytes, an "
                 f"onnx.ModelProto or a Graph (model names such as 'zoo:NAME' are resolved by Engine.load)"
             )
-        _check_tensor_sizes(proto, name, limits)
-        _load_external_data(proto, base_dir, name, limits)  # only a path's own proto is filled in
-        return cls.from_proto(proto, source=name, check=check)
+        check_tensor_sizes(proto, name, limits)
+        entries = check_external_data(proto, None, name, limits)
+        return cls.from_proto(proto, source=name, check=check, _entries=entries)
 
     @classmethod
-    def from_proto(cls, proto: onnx.ModelProto, *, source: str = "<ModelProto>", check: bool = True) -> Graph:
+    def _load_path(cls, path: Path, check: bool, limits: LoadLimits, cache_dir: Any) -> Graph:
+        name = str(path)
+        try:
+            if not path.exists():
+                raise ModelLoadError(f"model file {path} does not exist")
+            if not path.is_file():
+                raise ModelLoadError(f"model path {path} is not a file")
+            size = path.stat().st_size
+            if size > limits.max_model_bytes:
+                raise over_limit(f"model file {path}", size, limits.max_model_bytes, "max_model_bytes")
+            if size >= INLINE_MAX:  # large inline weights: converted once, found again by content
+                digest = file_digest(path)
+                found = _cache(cache_dir).get(_conversion_key(digest))
+                if found is not None:
+                    return cls._from_entry(found, name, check, limits, cache_dir)
+            data = path.read_bytes()
+        except (OSError, ValueError) as exc:  # unreadable, a NUL in the path, ...
+            raise ModelLoadError(f"cannot read model file {str(path)[:200]!r}: {exc}") from exc
+        proto = _parse(data, f"model file {path}")
+        del data
+        check_tensor_sizes(proto, name, limits)
+        if size >= INLINE_MAX and inline_weight_bytes(proto) >= INLINE_MAX:
+            return cls._converted(digest, proto, name, check, limits, cache_dir)
+        entries = check_external_data(proto, path.parent, name, limits)
+        return cls.from_proto(
+            proto, source=name, check=check, _base_dir=path.parent, _entries=entries, _path=path, _cache_dir=cache_dir
+        )
+
+    @classmethod
+    def _converted(
+        cls, digest: str, proto: onnx.ModelProto, name: str, check: bool, limits: LoadLimits, cache_dir: Any,
+        *, restore: bool = False,
+    ) -> Graph:
+        """``proto`` (large inline weights) converted to external data in the artifact cache (once:
+        keyed by the source's own hash) and loaded from there. ``restore``: give ``proto`` its
+        weights back afterwards (it is the caller's)."""
+        check_external_data(proto, None, name, limits)  # inline models may not point at files
+
+        def build(folder: Path) -> dict[str, Any]:
+            moved = externalize(proto, folder)
+            if restore:
+                restore_inline(moved, folder)
+            return {"source": name}
+
+        try:
+            entry = _cache(cache_dir).get_or_build(_conversion_key(digest), build)
+        except OSError as exc:
+            raise ModelLoadError(f"cannot write {name} with its weights as external data into the cache: {exc}") from exc
+        return cls._from_entry(entry, name, check, limits, cache_dir)
+
+    @classmethod
+    def _from_entry(cls, entry: Any, name: str, check: bool, limits: LoadLimits, cache_dir: Any) -> Graph:
+        path = entry.file(MODEL_FILE)
+        proto = _parse(path.read_bytes(), f"{name} (converted: {path})")
+        check_tensor_sizes(proto, name, limits)
+        entries = check_external_data(proto, path.parent, name, limits)
+        return cls.from_proto(
+            proto, source=name, check=check, _base_dir=path.parent, _entries=entries, _path=path,
+            _cache_dir=cache_dir,
+        )
+
+    @classmethod
+    def from_proto(
+        cls,
+        proto: onnx.ModelProto,
+        *,
+        source: str = "<ModelProto>",
+        check: bool = True,
+        _base_dir: Path | None = None,
+        _entries: list | None = None,
+        _path: Path | None = None,
+        _cache_dir: str | os.PathLike | None = None,
+    ) -> Graph:
+        """A Graph of ``proto`` as it is (external data resolved under ``_base_dir``)."""
         _check_io_types(proto, source)
-        if check:
-            _validate(_normalized(proto), source)  # the model itself keeps its -1s: specs read them as None
+        if _entries is None:
+            _entries = check_external_data(proto, _base_dir, source, LoadLimits.from_env())
+        if check:  # the model itself keeps its -1s: specs read them as None
+            _validate(_normalized(_weightless_for_checks(proto, _entries, source)), source)
         try:
             inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
         except Exception as exc:  # shape inference is a help, not a requirement
@@ -488,10 +439,42 @@ class Graph:
             model = ir.from_proto(inferred)
         except Exception as exc:
             raise ModelLoadError(f"{source} could not be read into onnx_ir: {exc}") from exc
-        return cls(model, source=source)
+        if _base_dir is not None:
+            ir.external_data.set_base_dir(model.graph, _base_dir.resolve())
+        graph = cls(model, source=source, path=_path)
+        graph.cache_dir = _cache_dir
+        return graph
+
     def copy(self) -> ir.Model:
-        """A deep copy of the ``onnx_ir`` model, for passes to change."""
+        """A deep copy of the ``onnx_ir`` model with its weights read in, for passes to change."""
         return ir.from_proto(self.to_proto())
+
+    # -- what runtimes take ------------------------------------------------------------------------
+
+    def runtime_model(self, cache_dir: str | os.PathLike | None = None) -> str | bytes:
+        """What a runtime loads: the path of the model's file (external data beside it), or the
+        serialized bytes of a small in-memory model. An in-memory graph with large weights (an
+        optimizer's result) is first written into the artifact cache under ``cache_dir`` (once,
+        keyed by fingerprint) and maps its weights from there afterwards."""
+        if self.path is not None:
+            return str(self.path)
+        with self._lock:
+            if self.path is None and _weight_bytes(self.model) >= INLINE_MAX:
+                self._move_to_cache(cache_dir if cache_dir is not None else self.cache_dir)
+        return str(self.path) if self.path is not None else self.to_bytes()
+
+    def _move_to_cache(self, cache_dir: Any) -> None:
+        def build(folder: Path) -> dict[str, Any]:
+            proto = ir.to_proto(self.model)
+            externalize(proto, folder)
+            return {"fingerprint": self.fingerprint, "source": self.source}
+
+        entry = _cache(cache_dir).get_or_build(_conversion_key(self.fingerprint), build)
+        path = entry.file(MODEL_FILE)
+        model = ir.load(path)
+        ir.external_data.set_base_dir(model.graph, path.parent.resolve())
+        self.model, self.path = model, path
+        self.__dict__.pop("_bytes", None)
 
     # -- derived facts -----------------------------------------------------------------------------
 
@@ -500,14 +483,21 @@ class Graph:
         return self.model.graph.name or Path(self.source).stem
 
     def to_proto(self) -> onnx.ModelProto:
-        return ir.to_proto(self.model)
+        """The model as a proto with every weight inline (external data read in: a full copy)."""
+        proto = ir.to_proto(self.model)
+        if self.path is not None and any(t.data_location == onnx.TensorProto.EXTERNAL for t in _external_tensors(proto)):
+            from onnx.external_data_helper import load_external_data_for_model
+
+            load_external_data_for_model(proto, str(self.path.parent))
+        return proto
 
     @functools.cached_property
     def _bytes(self) -> bytes:
         return self.to_proto().SerializeToString()
 
     def to_bytes(self) -> bytes:
-        """The serialized model, as backends take it (computed once)."""
+        """The serialized model with its weights inline (computed once, until
+        :meth:`release_serialized`). Backends take :meth:`runtime_model` instead."""
         return self._bytes
 
     def release_serialized(self) -> None:
@@ -517,8 +507,47 @@ class Graph:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """SHA-256 of the serialized model: equal models share compiled artifacts and caches."""
-        return hashlib.sha256(self._bytes).hexdigest()
+        """SHA-256 of the model's content, the same wherever its weights lie
+        (:func:`edgecore.modelfile.content_digest`): equal models share compiled artifacts and
+        caches. For a model file, remembered beside the artifact cache by the files' identity."""
+        memo = self._digest_memo()
+        if memo is not None:
+            try:
+                found = memo.read_text().strip()
+                if len(found) == 64:
+                    return found
+            except OSError:
+                pass
+        base = self.path.parent if self.path is not None else None
+        value = content_digest(ir.to_proto(self.model), base, in_place=True)
+        if memo is not None:
+            try:
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                staging = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}")
+                staging.write_text(value)
+                os.replace(staging, memo)
+            except OSError:
+                pass
+        return value
+
+    def _digest_memo(self) -> Path | None:
+        """Where the fingerprint of this graph's files is remembered: named by the identity (device,
+        inode, size, mtime) of the model file and of its external data files."""
+        if self.path is None:
+            return None
+        files = {self.path.resolve()}
+        for value in self.model.graph.initializers.values():
+            tensor = value.const_value
+            if isinstance(tensor, ir.ExternalTensor):
+                files.add((Path(tensor.base_dir) / tensor.location).resolve())
+        try:
+            identity = sorted(
+                (str(f), s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for f in files for s in (f.stat(),)
+            )
+        except OSError:
+            return None
+        name = hashlib.sha256(repr(identity).encode()).hexdigest()[:40]
+        return _cache(self.cache_dir).root.parent / "digests" / name
 
     @property
     def opset(self) -> int:
@@ -551,6 +580,19 @@ class Graph:
         ins = ", ".join(f"{s.name}: {s.describe()}" for s in self.inputs)
         outs = ", ".join(f"{s.name}: {s.describe()}" for s in self.outputs)
         return f"Graph({self.name!r}, inputs=[{ins}], outputs=[{outs}], nodes={self.num_nodes})"
+
+
+def _conversion_key(digest: str) -> CacheKey:
+    return CacheKey(model=digest, backend=_CONVERTED, runtime=f"external data >= {INLINE_MAX} bytes")
+
+
+def _weight_bytes(model: ir.Model) -> int:
+    """Bytes of the main graph's initializers held in memory (not mapped from a file)."""
+    return sum(
+        value.const_value.nbytes
+        for value in model.graph.initializers.values()
+        if value.const_value is not None and not isinstance(value.const_value, ir.ExternalTensor)
+    )
 
 
 def describe_source(source: Any) -> str:

@@ -58,14 +58,17 @@ def resolve_model(source: ModelSource, plugin_manager: PluginManager) -> Any:
     return source
 
 
-def load_graph(source: ModelSource, plugin_manager: PluginManager | None = None, *, check: bool = True) -> Graph:
-    """Resolve ``source`` through ``plugin_manager`` (default: the process-wide one) and load it."""
+def load_graph(
+    source: ModelSource, plugin_manager: PluginManager | None = None, *, check: bool = True, cache_dir: Any = None
+) -> Graph:
+    """Resolve ``source`` through ``plugin_manager`` (default: the process-wide one) and load it
+    (``cache_dir``: where large inline weights are converted to external data, see :meth:`Graph.load`)."""
     if plugin_manager is None:
         from edgecore.plugins import get_plugin_manager
 
         plugin_manager = get_plugin_manager()
     resolved = resolve_model(source, plugin_manager)
-    graph = Graph.load(resolved, check=check)
+    graph = Graph.load(resolved, check=check, cache_dir=cache_dir)
     if resolved is not source and isinstance(source, str):
         graph.source = source
     return graph

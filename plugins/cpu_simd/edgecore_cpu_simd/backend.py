@@ -151,7 +151,8 @@ class CpuSimdBackend(Backend):
             raise ConfigurationError(f"cpu_simd runs on the CPU only, not on device {options.device!r}")
         so = self.session_options(options)
         try:
-            session = new_session(graph.to_bytes(), so, options.memory_pool)
+            model = graph.runtime_model(options.cache_dir)
+            session = new_session(model, so, options.memory_pool)
         except Exception as exc:
             raise ModelLoadError(f"onnxruntime could not compile {graph.name}: {exc}") from exc
-        return OrtCompiledModel(session, graph, options)
+        return OrtCompiledModel(session, graph, options, model)

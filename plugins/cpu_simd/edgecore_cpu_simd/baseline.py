@@ -18,7 +18,7 @@ def onnxruntime_session(graph: Graph, options: CompileOptions) -> RawSession:
     from edgecore_cpu_simd.backend import CpuSimdBackend
 
     so = CpuSimdBackend().session_options(options)
-    session = ort.InferenceSession(graph.to_bytes(), so, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(graph.runtime_model(options.cache_dir), so, providers=["CPUExecutionProvider"])
     run = session.run
 
     def call(feeds: Any) -> Any:

@@ -83,7 +83,9 @@ class OrtCompiledModel(CompiledModel):
 
     backend = "cpu_simd"
 
-    def __init__(self, session: Any, graph: Graph, options: CompileOptions) -> None:
+    def __init__(self, session: Any, graph: Graph, options: CompileOptions, model: str | bytes | None = None) -> None:
+        """``model``: what ``session`` was created from (a path or bytes; default: the graph's
+        :meth:`~edgecore.graph.Graph.runtime_model`), for the profiling renewals."""
         from onnxruntime.capi import _pybind_state as C
 
         self.session = session
@@ -120,7 +122,8 @@ class OrtCompiledModel(CompiledModel):
         if self._op_profiling:
             from edgecore.profiling import get_profiler
 
-            self._graph = graph  # to build a fresh profiling session after each merge
+            # to build a fresh profiling session after each merge
+            self._model = model if model is not None else graph.runtime_model(options.cache_dir)
             self._retired: collections.deque = collections.deque(maxlen=_RETIRED)
             self._profile_lock = threading.Lock()
             self._profile_closed = False
@@ -392,7 +395,7 @@ class OrtCompiledModel(CompiledModel):
 
     def _renew_session(self) -> None:
         old = self.session
-        fresh = new_session(self._graph.to_bytes(), old.get_session_options(), self._pool)
+        fresh = new_session(self._model, old.get_session_options(), self._pool)
         self._retired.append(old)
         self.session, self._sess = fresh, fresh._sess
         self._profiling_now[:] = [fresh]

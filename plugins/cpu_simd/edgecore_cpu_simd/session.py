@@ -66,8 +66,9 @@ def uses_env_allocators(so: Any) -> bool:
         return False
 
 
-def new_session(model: bytes, so: Any, pool: MemoryPool | None) -> Any:
-    """An ``InferenceSession`` on the CPU provider; with ``session.use_env_allocators=1``, on an arena
+def new_session(model: str | bytes, so: Any, pool: MemoryPool | None) -> Any:
+    """An ``InferenceSession`` of ``model`` (a path: external data mapped from beside it; or the
+    bytes of a small model) on the CPU provider; with ``session.use_env_allocators=1``, on an arena
     of ``max_mem`` = ``pool``'s budget."""
     rt = ort()
     if not uses_env_allocators(so):
