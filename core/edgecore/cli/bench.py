@@ -65,6 +65,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--markdown", metavar="FILE.md", help="write a Markdown table")
     p.add_argument("--report", action="append", default=[], metavar="NAME=FILE", help="run a registered reporter")
     p.add_argument("--list", action="store_true", help="list scenarios, reporters, baselines and data sets")
+    p.add_argument(
+        "--compare", nargs=2, metavar=("OLD.json", "NEW.json"), default=None,
+        help="compare two --json reports figure by figure, with each figure's noise; exit 1 on a regression",
+    )
+    p.add_argument(
+        "--fail-on-regression", default="5%", metavar="PCT",
+        help="with --compare: flag a figure whose whole 95%% interval is worse by more than this (default 5%%)",
+    )
     p.set_defaults(func=run)
 
 
@@ -123,6 +131,41 @@ def _reporters(args: argparse.Namespace) -> list[tuple[str, str]]:
     return wanted
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from edgecore.bench.compare import compare_reports
+
+    if args.model:
+        print("edgecore bench: error: --compare takes two report files, not a MODEL", file=sys.stderr)
+        return 2
+    comparison = compare_reports(args.compare[0], args.compare[1], threshold=args.fail_on_regression)
+    if args.json == "-":
+        print_json(comparison.to_json())
+    else:
+        _print_comparison(comparison)
+    return 1 if comparison.regressed else 0
+
+
+def _print_comparison(comparison: Any) -> None:
+    from rich.table import Table
+
+    styles = {"regression": "bold red", "improvement": "green", "changed": "yellow", "within noise": "dim",
+              "not judged": "dim italic"}
+    table = Table(title=f"{comparison.old} -> {comparison.new} (threshold {comparison.threshold:.1%})",
+                  title_justify="left", box=None, header_style="bold underline")
+    for header in ("scenario", "batch", "figure", "old", "new", "change (+ = worse)", "95% interval", "verdict"):
+        table.add_column(header, justify="left" if header in ("scenario", "figure", "verdict") else "right")
+    for f in comparison.figures:
+        table.add_row(f.scenario, str(f.batch if f.batch is not None else "-"), f.figure, f"{f.old:.4g}",
+                      f"{f.new:.4g}", f"{f.change:+.1%}", f"[{f.low:+.1%}, {f.high:+.1%}]",
+                      f"[{styles[f.verdict]}]{f.verdict}[/]")
+    out = console()
+    out.print(table)
+    for note in (*comparison.unmatched, *comparison.notes):
+        out.print(f"[dim]- {note}[/dim]")
+    verdict = f"{len(comparison.regressions)} regression(s)" if comparison.regressed else "no regression"
+    out.print(f"[bold]{verdict}[/bold] beyond {comparison.threshold:.1%} outside the noise")
+
+
 class _Bar:
     """A rich progress bar on stderr, one line per scenario run."""
 
@@ -152,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
     from edgecore.bench.report import table, to_json
     from edgecore.plugins import get_plugin_manager
 
+    if args.compare:
+        return _compare(args)
     pm = get_plugin_manager()
     if args.list:
         listing = _listing(pm)
