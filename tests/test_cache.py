@@ -144,3 +144,38 @@ def test_the_cache_survives_a_killed_writer(tmp_path):
     entry = cache.get_or_build(_key(), _writer(b"model", calls))
     assert entry.built and json.loads((entry.path / MANIFEST).read_text())["metadata"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _child_get(root: Path, *, hashing: bool) -> str:
+    """In a fresh process: "hit" or "miss" for ``_key()``; with ``hashing=False`` any checksum
+    computation fails the child."""
+    script = textwrap.dedent(
+        f"""
+        import edgecore.cache as cache
+        if not {hashing!r}:
+            def refuse(path):
+                raise AssertionError("hashed " + str(path))
+            cache._sha256 = refuse
+        key = cache.CacheKey(model="abc", backend="cpu_simd", runtime="onnxruntime 1.0", options={{"level": "all"}})
+        print("hit" if cache.ArtifactCache({str(root)!r}).get(key) is not None else "miss")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_later_process_trusts_the_recorded_verification_until_a_file_changes(tmp_path):
+    """Checksums verified once are recorded with the files' identity: a second start does not hash
+    the weights again, but a same-size rewrite with its mtime put back (ctime moves) is hashed and
+    refused."""
+    entry = ArtifactCache(tmp_path).get_or_build(_key(), _writer(b"model-bytes", []))
+    assert _child_get(tmp_path, hashing=False) == "hit"
+    target = entry.file("weights/w.bin")
+    before = target.stat()
+    data = bytearray(target.read_bytes())
+    data[3] ^= 0xFF
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert _child_get(tmp_path, hashing=True) == "miss"
+    assert not entry.path.exists()

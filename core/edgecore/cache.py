@@ -10,9 +10,12 @@ and the CPU's features.
 Layout: ``<root>/<digest>/`` holds the entry's files and ``MANIFEST.json`` (key, metadata, size and
 SHA-256 of every file). Entries are built in a temporary folder beside them and renamed into place,
 so readers never see half an entry and concurrent writers are safe (the first rename wins; the
-loser's copy is dropped). A reader verifies the manifest (sizes always, digests on first use in this
-process) and removes an entry that does not match: a bad entry is rebuilt, never trusted. The cache
-is capped in bytes; the least recently used entries (manifest mtime, touched on every hit) go first.
+loser's copy is dropped). A reader verifies the manifest -- sizes always, SHA-256 digests whenever
+the files' identity (inode, size, mtime, ctime) differs from the one recorded when they were last
+verified (``.verified`` in the entry, so that a second start of a large model does not hash its
+weights again; any write to a file changes its ctime) -- and removes an entry that does not match: a
+bad entry is rebuilt, never trusted. The cache is capped in bytes; the least recently used entries
+(manifest mtime, touched on every hit) go first.
 
 Concurrency: any number of threads and processes may use one root. Within a process, one lock
 serializes builds of the same key; across processes the worst case is that two build the same entry.
@@ -41,6 +44,7 @@ __all__ = ["ArtifactCache", "CacheEntry", "CacheKey", "default_cache_dir", "CACH
 
 CACHE_ENV = "EDGECORE_CACHE_DIR"
 MANIFEST = "MANIFEST.json"
+VERIFIED = ".verified"
 _FORMAT = 1
 _CHUNK = 1 << 20
 
@@ -102,6 +106,45 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: entries whose checksums were verified in this process, by their files' identity (a file rewritten
+#: since gets a new mtime and ctime and is verified again); any ArtifactCache on the same root shares it
+_verified: set[tuple] = set()
+_verified_lock = threading.Lock()
+
+
+def _stamp(path: Path, files: Mapping[str, Any]) -> tuple | str:
+    """``(folder, (name, size, mtime, inode, ctime)...)`` of an entry's files, or what is wrong with them."""
+    parts: list[tuple] = []
+    for name, (size, _) in sorted(files.items()):
+        try:
+            stat = (path / name).stat()
+        except OSError:
+            return f"{name} is missing"
+        if stat.st_size != size:
+            return f"{name} has the wrong size"
+        parts.append((name, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns))
+    return (str(path.resolve()), tuple(parts))
+
+
+def _recorded(path: Path, stamp: tuple) -> bool:
+    """Whether the entry at ``path`` records ``stamp`` as verified (by this or another process)."""
+    try:
+        return (path / VERIFIED).read_text() == json.dumps(stamp)
+    except OSError:
+        return False
+
+
+def _record(path: Path, stamp: tuple) -> None:
+    with _verified_lock:
+        _verified.add(stamp)
+    staging = path / f"{VERIFIED}.{os.getpid()}.{threading.get_ident()}"
+    try:
+        staging.write_text(json.dumps(stamp))
+        os.replace(staging, path / VERIFIED)
+    except OSError:  # a read-only cache: verified again by the next process
+        staging.unlink(missing_ok=True)
+
+
 class ArtifactCache:
     """A folder of compiled artifacts, capped at ``max_bytes`` (0 = no cap), least recently used out."""
 
@@ -112,7 +155,6 @@ class ArtifactCache:
         self.max_bytes = max_bytes
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
-        self._verified: set[tuple[str, float]] = set()  # (digest, manifest mtime) checked in this process
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -122,7 +164,7 @@ class ArtifactCache:
         path = self.root / digest
         try:
             manifest = json.loads((path / MANIFEST).read_text())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except (OSError, ValueError) as exc:
             return self._discard(path, f"unreadable manifest ({exc})")
@@ -141,18 +183,19 @@ class ArtifactCache:
         files = manifest.get("files")
         if not isinstance(files, dict):
             return "its manifest lists no files"
-        for name, (size, _) in files.items():
-            try:
-                if (path / name).stat().st_size != size:
-                    return f"{name} has the wrong size"
-            except OSError:
-                return f"{name} is missing"
-        stamp = (digest, (path / MANIFEST).stat().st_mtime)
-        if stamp not in self._verified:
-            for name, (_, sha) in files.items():
-                if _sha256(path / name) != sha:
-                    return f"{name} fails its checksum"
-            self._verified.add(stamp)
+        stamp = _stamp(path, files)
+        if isinstance(stamp, str):
+            return stamp
+        if stamp in _verified:
+            return None
+        if _recorded(path, stamp):
+            with _verified_lock:
+                _verified.add(stamp)
+            return None
+        for name, (_, sha) in files.items():
+            if _sha256(path / name) != sha:
+                return f"{name} fails its checksum"
+        _record(path, stamp)
         return None
 
     def _discard(self, path: Path, why: str) -> None:
@@ -192,19 +235,22 @@ class ArtifactCache:
             }
             manifest = {"key": key.to_json(), "metadata": metadata, "files": files, "created": time.time()}
             (staging / MANIFEST).write_text(json.dumps(manifest, sort_keys=True, default=repr))
-            target = self.root / digest
+            target, ours = self.root / digest, True
             try:
                 os.rename(staging, target)
             except OSError:  # another process won the race, or a damaged entry sits there
                 if self.get(key) is None:
                     shutil.rmtree(target, ignore_errors=True)
                     os.rename(staging, target)
-                else:
+                else:  # theirs, verified by get()
                     shutil.rmtree(staging, ignore_errors=True)
+                    ours = False
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        self._verified.add((digest, (target / MANIFEST).stat().st_mtime))
+        stamp = _stamp(target, files)
+        if ours and not isinstance(stamp, str):
+            _record(target, stamp)  # just hashed while writing
         self.trim(keep=digest)
         entry = self.get(key)
         if entry is None:

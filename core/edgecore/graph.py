@@ -373,7 +373,7 @@ class Graph:
         del data
         check_tensor_sizes(proto, name, limits)
         if size >= INLINE_MAX and inline_weight_bytes(proto) >= INLINE_MAX:
-            return cls._converted(digest, proto, name, check, limits, cache_dir)
+            return cls._converted(digest, proto, name, check, limits, cache_dir, path=path)
         entries = check_external_data(proto, path.parent, name, limits)
         return cls.from_proto(
             proto, source=name, check=check, _base_dir=path.parent, _entries=entries, _path=path, _cache_dir=cache_dir
@@ -382,11 +382,12 @@ class Graph:
     @classmethod
     def _converted(
         cls, digest: str, proto: onnx.ModelProto, name: str, check: bool, limits: LoadLimits, cache_dir: Any,
-        *, restore: bool = False,
+        *, restore: bool = False, path: Path | None = None,
     ) -> Graph:
         """``proto`` (large inline weights) converted to external data in the artifact cache (once:
         keyed by the source's own hash) and loaded from there. ``restore``: give ``proto`` its
-        weights back afterwards (it is the caller's)."""
+        weights back afterwards (it is the caller's). ``path``: the file ``proto`` was read from,
+        which runtimes load when the cache cannot be written."""
         check_external_data(proto, None, name, limits)  # inline models may not point at files
 
         def build(folder: Path) -> dict[str, Any]:
@@ -398,7 +399,12 @@ class Graph:
         try:
             entry = _cache(cache_dir).get_or_build(_conversion_key(digest), build)
         except OSError as exc:
-            raise ModelLoadError(f"cannot write {name} with its weights as external data into the cache: {exc}") from exc
+            if inline_weight_bytes(proto) < INLINE_MAX:  # the build failed half-way: the weights are gone
+                raise ModelLoadError(f"cannot write {name} with its weights as external data into the cache: {exc}") from exc
+            logger.warning(
+                "edgecore: the artifact cache cannot be written (%s); %s is held with its weights inline", exc, name
+            )
+            return cls.from_proto(proto, source=name, check=check, _entries=[], _path=path, _cache_dir=cache_dir)
         return cls._from_entry(entry, name, check, limits, cache_dir)
 
     @classmethod
@@ -460,7 +466,11 @@ class Graph:
             return str(self.path)
         with self._lock:
             if self.path is None and _weight_bytes(self.model) >= INLINE_MAX:
-                self._move_to_cache(cache_dir if cache_dir is not None else self.cache_dir)
+                try:
+                    self._move_to_cache(cache_dir if cache_dir is not None else self.cache_dir)
+                except OSError as exc:
+                    logger.warning("edgecore: the artifact cache cannot be written (%s); %s goes to runtimes "
+                                   "as bytes", exc, self.name)
         return str(self.path) if self.path is not None else self.to_bytes()
 
     def _move_to_cache(self, cache_dir: Any) -> None:

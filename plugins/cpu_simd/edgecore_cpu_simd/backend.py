@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgecore.backend import Availability, Backend, CompileOptions, DeviceInfo, op_name
 from edgecore.errors import ConfigurationError, ModelLoadError
+from edgecore_cpu_simd import artifacts
 from edgecore_cpu_simd.compiled import OrtCompiledModel
 from edgecore_cpu_simd.cpuinfo import cpu_description, logical_cores
 from edgecore_cpu_simd.session import QUIET, budget, new_session, use_arena
@@ -38,6 +39,7 @@ _OPTIONS = {
     "enable_mem_pattern": None,
     "log_severity_level": None,
     "optimized_model_filepath": None,
+    artifacts.OPTION: None,  # "auto" | True | False: the compiled-artifact cache (edgecore_cpu_simd.artifacts)
 }
 _CONFIG_PREFIXES = ("session.", "mlas.", "optimization.", "kernel.")
 _profile_files = itertools.count()
@@ -114,6 +116,10 @@ class CpuSimdBackend(Backend):
         if options.enable_hardware_acceleration:
             so.add_session_config_entry("session.set_denormal_as_zero", "1")
         so.log_severity_level = QUIET  # nothing on stderr; failures still raise
+        if options.memory_mode == "min":  # weights as stored, and working memory from the system
+            so.add_session_config_entry("session.disable_prepacking", "1")
+            if not budget(options.memory_pool):  # a budget keeps its capped arena (sized as requested)
+                so.enable_cpu_mem_arena = False
         if options.shared_cores:  # instances of one engine share the cores: a spinning one steals them
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         for key, value in options.options.items():
@@ -136,6 +142,8 @@ class CpuSimdBackend(Backend):
             if value not in modes:
                 raise ConfigurationError(f"cpu_simd option execution_mode must be one of {sorted(modes)}, got {value!r}")
             so.execution_mode = modes[value]
+        elif key == artifacts.OPTION:
+            pass  # read by compile
         elif key in _OPTIONS:
             setattr(so, key, value)
         elif key.startswith(_CONFIG_PREFIXES):
@@ -147,12 +155,30 @@ class CpuSimdBackend(Backend):
             )
 
     def compile(self, graph: Graph, options: CompileOptions) -> OrtCompiledModel:
+        """A session of ``graph``: from the artifact cache (the ORT-optimized model with its
+        pre-packed weights, loaded at ``ORT_DISABLE_ALL``; built on first use) for models with large
+        weights, else straight from the graph's file or bytes. See :mod:`edgecore_cpu_simd.artifacts`."""
         if options.device not in ("auto", "cpu"):
             raise ConfigurationError(f"cpu_simd runs on the CPU only, not on device {options.device!r}")
         so = self.session_options(options)
+        if artifacts.wants_cache(graph, options):
+            level = _level_name(so)
+            cached, built = artifacts.cached_model(graph, options, self.session_options, level)
+            if cached is not None:
+                so.graph_optimization_level = _ort().GraphOptimizationLevel.ORT_DISABLE_ALL
+                try:
+                    session = new_session(str(cached), so, options.memory_pool)
+                    return OrtCompiledModel(session, graph, options, str(cached))
+                except Exception as exc:
+                    artifacts.discard(cached, exc)
+                    so = self.session_options(options)
         try:
             model = graph.runtime_model(options.cache_dir)
             session = new_session(model, so, options.memory_pool)
         except Exception as exc:
             raise ModelLoadError(f"onnxruntime could not compile {graph.name}: {exc}") from exc
         return OrtCompiledModel(session, graph, options, model)
+
+
+def _level_name(so: Any) -> str:
+    return str(so.graph_optimization_level).rsplit(".", 1)[-1]

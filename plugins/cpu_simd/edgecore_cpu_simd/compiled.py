@@ -89,6 +89,8 @@ class OrtCompiledModel(CompiledModel):
         from onnxruntime.capi import _pybind_state as C
 
         self.session = session
+        #: what the session was created from: the cached optimized model's path, the graph's file, or bytes
+        self.model_source = model if model is not None else graph.runtime_model(options.cache_dir)
         self.inputs = graph.inputs
         self.outputs = graph.outputs
         self._sess = session._sess
@@ -122,8 +124,7 @@ class OrtCompiledModel(CompiledModel):
         if self._op_profiling:
             from edgecore.profiling import get_profiler
 
-            # to build a fresh profiling session after each merge
-            self._model = model if model is not None else graph.runtime_model(options.cache_dir)
+            self._model = self.model_source  # to build a fresh profiling session after each merge
             self._retired: collections.deque = collections.deque(maxlen=_RETIRED)
             self._profile_lock = threading.Lock()
             self._profile_closed = False
