@@ -1,0 +1,411 @@
+"""Memory and start-up in phases, per model and backend, each measured in a fresh process (issue 12).
+
+For each model (zoo MobileNet-v2 int8, ResNet-50 int8, BERT-base int8 and fp32, seq 128) and each
+available backend (cpu_simd, openvino) the script starts fresh interpreters of itself:
+
+* **first start** (an empty cache folder: ``EDGECORE_CACHE_DIR`` and ``EDGECORE_OPENVINO_CACHE_DIR``
+  point into a new folder) and **second start** (the same folder, now holding the compiled
+  artifacts), alternated ``--repeats`` times. Each reads its memory from ``/proc/self/smaps_rollup``
+  -- PSS, its anonymous (private heap) and file-backed (mapped weights) parts apart, and private
+  bytes -- at process start, after importing edgecore and the runtime, after ``Graph.load``, after
+  compiling (``Engine.load`` of that graph), after the first run and after 5 warm-up runs (steady
+  state); the peak during load + compile is sampled every 10 ms (PSS) and read from the kernel as
+  peak RSS (``VmHWM``, reset before loading). Growth figures are over the import phase.
+* in the second start, after its phases: the latency of the cached engine against the
+  **pre-cache configuration** (``PRECACHE``: the backend's own cache turned off; cpu_simd's
+  ``artifact_cache=False`` is how it compiled before issue 12) in the same process, interleaved
+  (``_common.interleaved``), as a ratio.
+* **cold start**: process start (the parent's clock just before spawning) to the first output of
+  ``Engine(...).load(path).run(...)``, for the first and the second start of ``--cold-model``
+  (default MobileNet-v2 int8), alternated, and whether onnx / onnx_ir were imported.
+
+The model files are prepared once under ``--work`` (zoo export; int8 = ``Engine.optimize`` with the
+``int8`` preset on that backend, written with its weights inline, as ``model_comparison.py`` does),
+outside every measured process. Ratios are taken inside one run; the machine's load is recorded
+(``_common``) and a busy run says ``quiet: false``.
+
+    python benchmarks/memory_phases.py [--models mobilenet_v2:int8,...] [--backends cpu_simd,openvino]
+                                       [--repeats 3] [--work DIR] [--out FILE]
+
+Writes benchmarks/results/memory_phases.json (``--out`` elsewhere for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODELS = ("mobilenet_v2:int8", "resnet50:int8", "bert_base:int8", "bert_base:fp32")
+BACKENDS = ("cpu_simd", "openvino")
+#: custom_options that turn each backend's own compiled-artifact cache off: the pre-cache configuration
+PRECACHE = {"cpu_simd": {"artifact_cache": False}, "openvino": {"cache_dir": False}}
+RUNTIME_MODULE = {"cpu_simd": "onnxruntime", "openvino": "openvino"}
+SEQUENCE = 128
+WARMUP = 5
+MB = 1 << 20
+
+
+# -- in the child ----------------------------------------------------------------------------------
+
+
+def smaps() -> dict[str, float]:
+    """This process's memory in MB from ``/proc/self/smaps_rollup``: ``pss``, ``pss_anon`` (heap and
+    other private anonymous memory), ``pss_file`` (mapped files: code, weights), ``private`` (clean +
+    dirty), ``rss``; and ``peak_rss`` (``VmHWM``)."""
+    values: dict[str, float] = {}
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, rest = line.partition(":")
+        values[name.strip()] = int(rest.split()[0]) / 1024  # kB
+    peak = 0.0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) / 1024
+    return {
+        "pss": values.get("Pss", 0.0),
+        "pss_anon": values.get("Pss_Anon", 0.0),
+        "pss_file": values.get("Pss_File", 0.0),
+        "private": values.get("Private_Clean", 0.0) + values.get("Private_Dirty", 0.0),
+        "rss": values.get("Rss", 0.0),
+        "peak_rss": peak,
+    }
+
+
+class PeakSampler:
+    """The highest PSS (and its anonymous part) seen every ``interval_s`` while running."""
+
+    def __init__(self, interval_s: float = 0.01) -> None:
+        self.interval_s = interval_s
+        self.peak = {"pss": 0.0, "pss_anon": 0.0, "private": 0.0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = smaps()
+            for key in self.peak:
+                self.peak[key] = max(self.peak[key], now[key])
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        return True
+    except OSError:
+        return False
+
+
+def _config(job: dict, precache: bool = False) -> Any:
+    from edgecore import EngineConfig
+
+    custom = dict(job.get("custom_options", {}))
+    if precache:
+        custom.update(PRECACHE.get(job["backend"], {}))
+    return EngineConfig(
+        backend=job["backend"], memory_mode=job.get("memory_mode", "balanced"), cache_dir=job["cache_dir"], custom_options=custom,
+    )
+
+
+def child_phases(job: dict) -> dict:
+    """One fresh process: memory after each phase, peak during load, and (``latency``) the cached
+    engine's latency against the pre-cache configuration."""
+    phases = {"start": smaps()}
+    started = time.perf_counter()
+    import numpy as np  # noqa: F401  (part of any use of edgecore)
+
+    import edgecore
+
+    __import__(RUNTIME_MODULE[job["backend"]])
+    times = {"import_s": time.perf_counter() - started}
+    phases["import"] = smaps()
+
+    peak_reset = _reset_peak_rss()
+    with PeakSampler() as sampler:
+        started = time.perf_counter()
+        from edgecore.graph import Graph
+
+        graph = Graph.load(job["model"], cache_dir=job["cache_dir"])
+        times["load_s"] = time.perf_counter() - started
+        phases["load"] = smaps()
+        started = time.perf_counter()
+        engine = edgecore.Engine(_config(job)).load(graph)
+        times["compile_s"] = time.perf_counter() - started
+        phases["compile"] = smaps()
+    peak = {**sampler.peak, "peak_rss": smaps()["peak_rss"] if peak_reset else None}
+
+    from edgecore.inputs import random_feeds
+
+    feeds = random_feeds(engine.inputs, batch=1, sequence=SEQUENCE, seed=0)
+    started = time.perf_counter()
+    engine.run(feeds)
+    times["first_run_s"] = time.perf_counter() - started
+    phases["first_run"] = smaps()
+    for _ in range(WARMUP):
+        engine.run(feeds)
+    phases["steady"] = smaps()
+    base = phases["import"]
+    result = {
+        "phases_mb": phases,
+        "growth_mb": {
+            name: {k: round(v[k] - base[k], 1) for k in ("pss", "pss_anon", "pss_file", "private")}
+            for name, v in phases.items() if name not in ("start", "import")
+        },
+        "peak_growth_mb": {k: (round(v - base[k], 1) if v is not None else None) for k, v in peak.items()},
+        "times_s": times,
+        "compiled_from": getattr(engine.compiled, "model_source", None),
+        "imported": {m: m in sys.modules for m in ("onnx", "onnx_ir")},
+    }
+    if job.get("latency"):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _common import interleaved
+
+        precache = edgecore.Engine(_config(job, precache=True)).load(job["model"])
+        calls = job.get("calls", 20)
+        result["latency"] = interleaved(
+            {"precache": lambda: precache.run(feeds), "cached": lambda: engine.run(feeds)},
+            blocks=job.get("blocks", 6), calls=calls, drop=max(1, calls // 10),
+        )
+        precache.close()
+    engine.close()
+    return result
+
+
+def child_cold(job: dict) -> dict:
+    """Process start to first output, the way an application starts."""
+    from edgecore import Engine
+    from edgecore.inputs import random_feeds
+
+    engine = Engine(_config(job)).load(job["model"])
+    engine.run(random_feeds(engine.inputs, batch=1, sequence=SEQUENCE, seed=0))
+    first_output = time.time()
+    imported = {m: m in sys.modules for m in ("onnx", "onnx_ir", "onnxruntime", "openvino")}
+    return {"first_output_unix": first_output, "imported": imported}
+
+
+# -- in the parent ---------------------------------------------------------------------------------
+
+
+def _spawn(job: dict, env: dict) -> tuple[dict, float]:
+    """Run ``job`` in a fresh interpreter; its JSON result and the parent's clock before spawning."""
+    spawned = time.time()
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(job)], capture_output=True, text=True, env=env, timeout=3600
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"child {job['kind']} for {job['model']} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1]), spawned
+
+
+def _env(cache: Path) -> dict:
+    env = dict(os.environ)
+    env["EDGECORE_CACHE_DIR"] = str(cache)
+    env["EDGECORE_OPENVINO_CACHE_DIR"] = str(cache / "openvino")
+    return env
+
+
+def prepare(name: str, precision: str, backend: str, work: Path) -> Path:
+    """The model file as deployed: the zoo model (fp32) or its int8 optimization on ``backend``."""
+    path = work / (f"{name}.onnx" if precision == "fp32" else f"{name}-{backend}-{precision}.onnx")
+    if path.is_file():
+        return path
+    from edgecore import Engine, EngineConfig, zoo
+    from edgecore.bench.settings import OPTIMIZE_PRESETS
+    from edgecore.optimize import OptimizationConfig
+
+    work.mkdir(parents=True, exist_ok=True)
+    if precision == "fp32":
+        return zoo.export(name, path)
+    with tempfile.TemporaryDirectory() as cache, Engine(EngineConfig(backend=backend, cache_dir=cache)) as engine:
+        engine.load(f"zoo:{name}")
+        engine.optimize(OptimizationConfig(sequence_length=SEQUENCE, **OPTIMIZE_PRESETS[precision]))
+        staging = path.with_suffix(".tmp")
+        staging.write_bytes(engine.graph.to_bytes())
+        os.replace(staging, path)
+    return path
+
+
+def _median(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return round(float(statistics.median(kept)), 3) if kept else None
+
+
+def _summary(runs: list[dict]) -> dict:
+    """Medians over repeats of every growth figure and time."""
+    first = runs[0]
+    return {
+        "growth_mb": {
+            phase: {k: _median([r["growth_mb"][phase][k] for r in runs]) for k in first["growth_mb"][phase]}
+            for phase in first["growth_mb"]
+        },
+        "peak_growth_mb": {k: _median([r["peak_growth_mb"][k] for r in runs]) for k in first["peak_growth_mb"]},
+        "times_s": {k: _median([r["times_s"][k] for r in runs]) for k in first["times_s"]},
+        "import_pss_mb": _median([r["phases_mb"]["import"]["pss"] for r in runs]),
+        "compiled_from": first["compiled_from"],
+    }
+
+
+def measure(model: Path, backend: str, args: argparse.Namespace, memory_mode: str) -> dict:
+    cache = Path(tempfile.mkdtemp(prefix="memory-phases-", dir=args.work))
+    job = {"backend": backend, "model": str(model), "cache_dir": str(cache), "memory_mode": memory_mode}
+    firsts, seconds = [], []
+    for repeat in range(args.repeats):
+        for path in cache.iterdir():  # an empty cache for every first start
+            subprocess.run(["rm", "-rf", str(path)], check=True)
+        first, _ = _spawn({**job, "kind": "phases"}, _env(cache))
+        second, _ = _spawn({**job, "kind": "phases", "latency": repeat == 0, "calls": args.calls}, _env(cache))
+        firsts.append(first)
+        seconds.append(second)
+    subprocess.run(["rm", "-rf", str(cache)], check=True)
+    load = lambda r: r["times_s"]["load_s"] + r["times_s"]["compile_s"]  # noqa: E731
+    return {
+        "first_start": _summary(firsts),
+        "second_start": _summary(seconds),
+        "second_over_first_load_time": _median([load(s) / load(f) for f, s in zip(firsts, seconds)]),
+        "latency": seconds[0].get("latency"),
+        "runs": {"first_start": firsts, "second_start": seconds},
+    }
+
+
+def cold_start(model: Path, backend: str, args: argparse.Namespace) -> dict:
+    cache = Path(tempfile.mkdtemp(prefix="memory-cold-", dir=args.work))
+    job = {"kind": "cold", "backend": backend, "model": str(model), "cache_dir": str(cache)}
+    first, cached, imported = [], [], {}
+    for _ in range(args.repeats):
+        for path in cache.iterdir():
+            subprocess.run(["rm", "-rf", str(path)], check=True)
+        result, spawned = _spawn(job, _env(cache))
+        first.append(result["first_output_unix"] - spawned)
+        result, spawned = _spawn(job, _env(cache))
+        cached.append(result["first_output_unix"] - spawned)
+        imported = result["imported"]
+    subprocess.run(["rm", "-rf", str(cache)], check=True)
+    return {
+        "model": model.name,
+        "backend": backend,
+        "first_start_s": _median(first),
+        "cached_start_s": _median(cached),
+        "cached_over_first": _median([c / f for f, c in zip(first, cached)]),
+        "cached_start_imported": imported,
+        "runs_s": {"first_start": first, "cached_start": cached},
+    }
+
+
+def _available(backends: list[str]) -> dict[str, str]:
+    from edgecore.backend import backend_for
+    from edgecore.plugins import get_plugin_manager
+
+    specs = get_plugin_manager().backends()
+    found = {}
+    for name in backends:
+        if name not in specs:
+            found[name] = "not installed"
+            continue
+        availability = backend_for(specs[name]).availability()
+        found[name] = "" if availability.ok else availability.reason
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--models", default=",".join(MODELS), help="zoo name:precision (fp32 or int8), comma-separated")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--memory-modes", default="balanced", help="balanced,min: cpu_simd's min is measured too")
+    parser.add_argument("--repeats", type=int, default=3, help="fresh-process pairs (first, second start) per row")
+    parser.add_argument("--calls", type=int, default=20, help="calls per interleaved latency block")
+    parser.add_argument("--cold-model", default="mobilenet_v2:int8", help="model of the cold-start figure ('' = none)")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "edgecore-memory-phases",
+                        help="folder for the prepared model files (kept: reused by the next run)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "memory_phases.json")
+    args = parser.parse_args(argv)
+    if args.child:
+        job = json.loads(args.child)
+        result = child_phases(job) if job["kind"] == "phases" else child_cold(job)
+        print(json.dumps(result))
+        return 0
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import load_monitor, machine
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    backends = [b for b in args.backends.split(",") if b]
+    availability = _available(backends)
+    for name, reason in availability.items():
+        if reason:
+            print(f"skipping {name}: {reason}", file=sys.stderr)
+    backends = [b for b in backends if not availability[b]]
+    modes = [m for m in args.memory_modes.split(",") if m]
+    rows = []
+    for entry in (m for m in args.models.split(",") if m):
+        name, _, precision = entry.partition(":")
+        for backend in backends:
+            model = prepare(name, precision or "fp32", backend, args.work)
+            for mode in modes if backend == "cpu_simd" else ["balanced"]:
+                load_monitor().sample()
+                print(f"{name} {precision} on {backend} ({mode}) ...", file=sys.stderr, flush=True)
+                row = measure(model, backend, args, mode)
+                weights = model.stat().st_size / MB
+                rows.append({"model": name, "precision": precision or "fp32", "backend": backend,
+                             "memory_mode": mode, "file_mb": round(weights, 1), **row})
+    cold = []
+    if args.cold_model:
+        name, _, precision = args.cold_model.partition(":")
+        for backend in backends:
+            cold.append(cold_start(prepare(name, precision or "fp32", backend, args.work), backend, args))
+    report = {
+        "benchmark": "memory_phases",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "method": __doc__,
+        "settings": {"sequence": SEQUENCE, "warmup_runs": WARMUP, "repeats": args.repeats, "batch": 1,
+                     "precache_options": PRECACHE},
+        "rows": rows,
+        "cold_start": cold,
+        "machine": machine(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1, default=str))
+    _print(rows, cold)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def _print(rows: list[dict], cold: list[dict]) -> None:
+    head = ("model", "backend", "mode", "start", "steady PSS", "anon", "file", "peak", "load s", "2nd/1st", "lat ratio")
+    print(" | ".join(head))
+    for row in rows:
+        for start in ("first_start", "second_start"):
+            s = row[start]
+            steady, peak = s["growth_mb"]["steady"], s["peak_growth_mb"]
+            latency = row["latency"]["ratio"]["cached"] if start == "second_start" and row["latency"] else None
+            print(" | ".join(str(v) for v in (
+                f"{row['model']} {row['precision']}", row["backend"], row["memory_mode"], start,
+                steady["pss"], steady["pss_anon"], steady["pss_file"], peak["pss"],
+                round(s["times_s"]["load_s"] + s["times_s"]["compile_s"], 3),
+                row["second_over_first_load_time"] if start == "second_start" else "", latency or "",
+            )))
+    for c in cold:
+        print(f"cold start {c['model']} on {c['backend']}: first {c['first_start_s']} s, cached "
+              f"{c['cached_start_s']} s (ratio {c['cached_over_first']}); cached start imported {c['cached_start_imported']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
