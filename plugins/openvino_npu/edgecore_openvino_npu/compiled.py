@@ -8,7 +8,8 @@ bucket table are shared; the memo and the table take ``_lock`` only when they gr
 freshly compiled model (after a run that outlived its deadline, see :mod:`.deadlines`) takes it too:
 each thread's requests carry the generation they were made for and are remade when it changes.
 
-Memory: inputs are wrapped, not copied (``ov.Tensor(array, shared_memory=True)``). Outputs go into
+Memory: inputs are wrapped, not copied (``ov.Tensor(array, shared_memory=True)``; read-only and
+non-contiguous arrays are copied first, see :mod:`.binding`). Outputs go into
 buffers from the engine's :class:`~edgecore.memory.MemoryPool` bound with ``set_output_tensor``.
 The first request of an input-shape signature runs on a separate per-thread request whose outputs
 OpenVINO allocates (this tells us the output shapes) and they are copied into pool buffers; every
@@ -27,19 +28,21 @@ import itertools
 import logging
 import threading
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import attrs
 import numpy as np
 
 from edgecore.backend import CompiledModel
 from edgecore.errors import BackendExecutionError, EdgecoreError, EngineClosedError, InvalidInputError, ModelLoadError
-from edgecore.graph import Graph
 from edgecore.memory import MemoryPool
 from edgecore.profiling import register_stage
 
-from edgecore_openvino_npu import _ov, deadlines
+from edgecore_openvino_npu import _ov, binding, deadlines
 from edgecore_openvino_npu.buckets import BucketPlan, Key
+
+if TYPE_CHECKING:
+    from edgecore.graph import Graph
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +86,8 @@ class Executable:
         rebuild: Callable[[], Any] | None = None,
     ) -> None:
         self._in_names, self._out_names = tuple(in_names), tuple(out_names)
-        self._tensor = _ov.runtime().Tensor
+        self._runtime = _ov.runtime()
+        self._tensor = self._runtime.Tensor
         self._pool = pool
         self._rebuild = rebuild
         self._owner = next(_owners)
@@ -98,15 +102,18 @@ class Executable:
         out_static = [p.get_partial_shape().is_static for p in ports]
         in_static = all(p.get_partial_shape().is_static for p in compiled.inputs)
         self.compiled = compiled
-        self._in_index = tuple(_port_index(compiled.inputs, name) for name in self._in_names)
+        self._in_index = binding.match_inputs(compiled.inputs, self._in_names)
         self._out_index = tuple(_port_index(compiled.outputs, name) for name in self._out_names)
-        self._out_dtypes = tuple(np.dtype(p.get_element_type().to_dtype()) for p in ports)
+        self._out_dtypes = tuple(binding.numpy_dtype(p.get_element_type()) for p in ports)
+        # Outputs that are an input's own tensor: never bound (see binding), copied from the input.
+        self._passthrough = binding.passthrough_outputs(compiled.inputs, self._in_index, compiled.outputs,
+                                                        self._out_index)
         self._static_shapes = tuple(tuple(p.get_shape()) for p in ports) if all(out_static) else None
-        self._dynamic_out = tuple(n for n, static in enumerate(out_static) if not static)
+        self._dynamic_out = tuple(n for n, static in enumerate(out_static) if not static and n not in self._passthrough)
         # With static inputs, an output OpenVINO cannot size is sized by the data (NonZero, Unique, TopK
         # with K an input): it never goes into a buffer sized in advance. With dynamic inputs this is
         # found out at run time (a produced shape that differs from the memo's).
-        self._data_dependent = in_static and not all(out_static)
+        self._data_dependent = in_static and bool(self._dynamic_out)
         self._shapes: dict[tuple, tuple[tuple[int, ...], ...]] = {}
         self._generation += 1
 
@@ -135,12 +142,10 @@ class Executable:
         if shapes is None:
             return self._run_allocating(arrays, out, deadline_ns, learn=True)
         request = self._request("main")
-        tensor = self._tensor
-        set_input, set_output = request.set_input_tensor, request.set_output_tensor
-        inputs = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
-        for index, array in zip(self._in_index, inputs):
-            set_input(index, tensor(array, shared_memory=True))
+        inputs = self._bind_inputs(request, arrays)
         pool = self._pool
+        wrap, tensor, runtime = binding.wrap, self._tensor, self._runtime
+        set_output = request.set_output_tensor
         results = []
         for n, (index, dtype, shape) in enumerate(zip(self._out_index, self._out_dtypes, shapes)):
             buffer = out[n] if out is not None else None
@@ -152,7 +157,8 @@ class Executable:
                 raise InvalidInputError(
                     f"out buffer {self._out_names[n]!r} has shape {list(buffer.shape)}, the output has {list(shape)}"
                 )
-            set_output(index, tensor(buffer, shared_memory=True))
+            if n not in self._passthrough:
+                set_output(index, wrap(tensor, runtime, buffer))
             results.append(buffer)
         try:
             self._infer(request, deadline_ns, inputs, results)
@@ -168,12 +174,25 @@ class Executable:
             self._note_shapes(shapes, [r.shape for r in results])
             return results
         self._local.last = request
+        for n, m in self._passthrough.items():
+            np.copyto(results[n], arrays[m], casting="unsafe")
         for n in self._dynamic_out:
             produced = tuple(request.get_output_tensor(self._out_index[n]).shape)
             if produced != shapes[n]:  # OpenVINO wrote a smaller output into the buffer and said so
                 self._note_shapes(shapes, [produced if m == n else shapes[m] for m in range(len(shapes))])
-                results[n] = self._copy_out(request, n, out)
+                results[n] = self._copy_out(request, n, out, arrays)
         return results
+
+    def _bind_inputs(self, request: Any, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Set ``arrays`` as ``request``'s inputs (shared, or copied where OpenVINO cannot share them);
+        return what was bound, which must live until the run ends."""
+        inputs = [binding.bindable(a) for a in arrays]
+        wrap, tensor, runtime = binding.wrap, self._tensor, self._runtime
+        set_input = request.set_input_tensor
+        for index, array in zip(self._in_index, inputs):
+            if index is not None:  # None: an input no node reads, which OpenVINO dropped
+                set_input(index, wrap(tensor, runtime, array))
+        return inputs
 
     def _run_allocating(
         self,
@@ -188,12 +207,10 @@ class Executable:
         and for models whose outputs are sized by the data.
         """
         request = self._request("probe")
-        inputs = [np.ascontiguousarray(a) for a in arrays]
-        for index, array in zip(self._in_index, inputs):
-            request.set_input_tensor(index, self._tensor(array, shared_memory=True))
+        inputs = self._bind_inputs(request, arrays)
         self._infer(request, deadline_ns, inputs)
         self._local.last = request
-        results = [self._copy_out(request, n, out) for n in range(len(self._out_index))]
+        results = [self._copy_out(request, n, out, arrays) for n in range(len(self._out_index))]
         if learn:
             with self._lock:
                 if len(self._shapes) >= _SHAPE_MEMO:
@@ -201,9 +218,14 @@ class Executable:
                 self._shapes[tuple(a.shape for a in arrays)] = tuple(r.shape for r in results)
         return results
 
-    def _copy_out(self, request: Any, n: int, out: Sequence[np.ndarray | None] | None) -> np.ndarray:
+    def _copy_out(
+        self, request: Any, n: int, out: Sequence[np.ndarray | None] | None, arrays: Sequence[np.ndarray]
+    ) -> np.ndarray:
         """Output ``n`` of ``request``'s last run, copied into the caller's buffer or a pool buffer."""
-        data = request.get_output_tensor(self._out_index[n]).data
+        if n in self._passthrough:
+            data = arrays[self._passthrough[n]]
+        else:
+            data = binding.output_view(request.get_output_tensor(self._out_index[n]).data, self._out_dtypes[n])
         buffer = out[n] if out is not None else None
         if buffer is None:
             dtype = self._out_dtypes[n]
