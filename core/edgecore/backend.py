@@ -44,6 +44,7 @@ __all__ = [
     "CompiledModel",
     "backend_for",
     "deadline_after",
+    "check_options",
     "GRAPH_OPTIMIZATION_LEVELS",
     "MEMORY_MODES",
 ]
@@ -274,3 +275,13 @@ def backend_for(spec: BackendSpec) -> Backend:
 
 def op_name(domain: str, op_type: str) -> str:
     return op_type if domain in ("", "ai.onnx") else f"{domain}::{op_type}"
+
+
+def check_options(backend: str, given: Mapping[str, Any], known: Mapping[str, str]) -> None:
+    """Raise :class:`ConfigurationError` naming every key of ``given`` (a backend's custom options)
+    that is not in ``known`` (option -> what it does), and listing the known ones."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ConfigurationError(
+            f"{backend} does not know option(s) {unknown}; known: " + "; ".join(f"{k}: {v}" for k, v in known.items())
+        )

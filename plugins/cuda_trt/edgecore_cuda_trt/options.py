@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import attrs
 
-from edgecore.backend import CompileOptions
+from edgecore.backend import CompileOptions, check_options
 from edgecore.errors import ConfigurationError
 
 __all__ = ["TrtOptions", "KNOWN_OPTIONS", "CACHE_DIR_ENV"]
@@ -104,12 +104,7 @@ class TrtOptions:
     @classmethod
     def from_compile_options(cls, options: CompileOptions) -> TrtOptions:
         custom = dict(options.options)
-        unknown = sorted(set(custom) - set(KNOWN_OPTIONS))
-        if unknown:
-            raise ConfigurationError(
-                f"tensorrt does not know option(s) {unknown}; known: "
-                + "; ".join(f"{k}: {v}" for k, v in KNOWN_OPTIONS.items())
-            )
+        check_options("tensorrt", custom, KNOWN_OPTIONS)
         dla_default = None
         if options.device == "npu":  # Jetson's DLA is the NPU of an NVIDIA board
             dla_default = 0

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import attrs
 
-from edgecore.backend import CompileOptions
+from edgecore.backend import CompileOptions, check_options
 from edgecore.errors import BackendUnavailableError, ConfigurationError
 
 __all__ = ["TorchOptions", "DeviceFacts", "resolve_device", "parse_precision", "KNOWN_OPTIONS"]
@@ -147,12 +147,7 @@ class TorchOptions:
     @classmethod
     def from_compile_options(cls, options: CompileOptions, facts: DeviceFacts) -> TorchOptions:
         custom = dict(options.options)
-        unknown = sorted(set(custom) - set(KNOWN_OPTIONS))
-        if unknown:
-            raise ConfigurationError(
-                f"torch backend does not know option(s) {unknown}; known: "
-                + "; ".join(f"{k}: {v}" for k, v in KNOWN_OPTIONS.items())
-            )
+        check_options("torch backend", custom, KNOWN_OPTIONS)
         device = resolve_device(options.device, custom.get("torch_device"), facts)
         precision = parse_precision(options.precision, "precision")
         if "precision" in custom:
