@@ -36,14 +36,12 @@ import hashlib
 import logging
 import os
 import re
+import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import TYPE_CHECKING, Any, Iterator, Union
 
 import numpy as np
-import onnx
-import onnx_ir as ir
-from google.protobuf.message import DecodeError
 
 from edgecore.cache import ArtifactCache, CacheKey, default_cache_dir
 from edgecore.errors import ModelLoadError
@@ -63,14 +61,23 @@ from edgecore.modelfile import (
 )
 from edgecore.tensor import DataType, TensorSpec, Dim
 
+if TYPE_CHECKING:  # imported where a model is read: a start from cached metadata needs neither
+    import onnx
+    import onnx_ir as ir
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["Graph", "LoadLimits", "ModelSource"]
 
-ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto, "Graph"]
+ModelSource = Union[str, os.PathLike, bytes, "onnx.ModelProto", "Graph"]
 
 #: the artifact-cache "backend" under which converted models are kept
 _CONVERTED = "edgecore.external-data"
+
+
+def _is_proto(source: Any) -> bool:
+    onnx = sys.modules.get("onnx")  # a ModelProto exists only once onnx is imported
+    return onnx is not None and isinstance(source, onnx.ModelProto)
 
 
 def _cache(cache_dir: str | os.PathLike | None) -> ArtifactCache:
@@ -89,6 +96,8 @@ def _dims(shape: ir.Shape | None) -> tuple[Dim, ...] | None:
 
 
 def _spec(value: ir.Value, role: str) -> TensorSpec:
+    import onnx_ir as ir
+
     elem = value.dtype
     if elem is None or (value.type is not None and not isinstance(value.type, ir.TensorType)):
         kind = value.type if value.type is not None else "no type"
@@ -106,6 +115,9 @@ def _spec(value: ir.Value, role: str) -> TensorSpec:
 
 
 def _parse(data: bytes, source: str) -> onnx.ModelProto:
+    import onnx
+    from google.protobuf.message import DecodeError
+
     if not data:
         raise ModelLoadError(f"{source} is empty: expected an ONNX model")
     try:
@@ -132,6 +144,8 @@ _FUNCTION_BODY_ERROR = re.compile(r"\(op_type:(\w+)[^)]*\): \[ShapeInferenceErro
 
 def _expands_to_function(model: onnx.ModelProto, op_type: str) -> bool:
     """Whether ``op_type`` is a standard operator without subgraphs that onnx defines by a function body."""
+    import onnx
+
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     try:
         schema = onnx.defs.get_schema(op_type, opset, "")
@@ -177,6 +191,8 @@ def _normalized(proto: onnx.ModelProto) -> onnx.ModelProto:
     """``proto``, or a copy with what runtimes read differently from onnx made explicit: a negative
     ``dim_value`` (exporters write -1) becomes an unknown dim, as ONNX Runtime reads any negative
     size; an IR < 4 model's initializers are listed as graph inputs, as the checker wants."""
+    import onnx
+
     if not _negative_dims(proto) and not _unlisted_initializers(proto):
         return proto
     copy = onnx.ModelProto()
@@ -194,6 +210,8 @@ def _weightless_for_checks(proto: onnx.ModelProto, entries: list, source: str) -
     graph inputs of their type and shape (their values are not needed to check or infer shapes; small
     constants such as Reshape targets stay inline), and the rare external tensor elsewhere
     (subgraphs, attributes) is read in."""
+    import onnx
+
     if not entries:
         return proto
     copy = onnx.ModelProto()
@@ -217,12 +235,16 @@ def _weightless_for_checks(proto: onnx.ModelProto, entries: list, source: str) -
 
 
 def _external_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    import onnx
+
     return (t for t in all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL)
 
 
 def _check_structure(proto: onnx.ModelProto) -> None:
     """``onnx.checker`` without inference; shapeless main-graph values get a placeholder shape for
     it (the checker requires one; runtimes read none as any rank)."""
+    import onnx
+
     shapeless = _shapeless(proto)
     if not shapeless:
         onnx.checker.check_model(proto, full_check=False)
@@ -245,6 +267,8 @@ def _validate(proto: onnx.ModelProto, source: str) -> None:
       e.g. MeanVarianceNormalization-13 into a body its own inference rejects); runtimes have a
       kernel for the operator and never expand it. Logged, not raised.
     """
+    import onnx
+
     try:
         _check_structure(proto)
     except (onnx.checker.ValidationError, ValueError) as exc:
@@ -285,12 +309,8 @@ class Graph:
     def __init__(
         self, model: ir.Model, *, source: str = "<memory>", path: Path | None = None
     ) -> None:
+        self._setup(source, path)
         self.model = model
-        self.source = source
-        self.path = path
-        #: the artifact cache's folder this graph was loaded with (None: the default)
-        self.cache_dir: str | os.PathLike | None = None
-        self._lock = threading.Lock()
         graph_inputs = {v.name for v in model.graph.initializers.values()}
         self.inputs: tuple[TensorSpec, ...] = tuple(
             _spec(v, "input") for v in model.graph.inputs if v.name not in graph_inputs
@@ -298,6 +318,32 @@ class Graph:
         self.outputs: tuple[TensorSpec, ...] = tuple(_spec(v, "output") for v in model.graph.outputs)
         if not self.outputs:
             raise ModelLoadError(f"{source} has no outputs: a model must produce at least one output to be run")
+
+    def _setup(self, source: str, path: Path | None) -> None:
+        self._model: ir.Model | None = None
+        self._facts: dict[str, Any] | None = None  # what a start from cached metadata knows without the model
+        self._conversion: str | None = None  # the source digest, for a model converted into the artifact cache
+        self.source = source
+        self.path = path
+        #: the artifact cache's folder this graph was loaded with (None: the default)
+        self.cache_dir: str | os.PathLike | None = None
+        self._lock = threading.Lock()
+        self._model_lock = threading.Lock()
+
+    @property
+    def model(self) -> ir.Model:
+        """The ``onnx_ir`` model; a graph started from cached metadata reads it from :attr:`path`
+        on first use (weights stay mapped)."""
+        if self._model is None:
+            with self._model_lock:
+                if self._model is None:
+                    self._model = _read_model(self.path)
+        return self._model
+
+    @model.setter
+    def model(self, value: ir.Model) -> None:
+        self._model = value
+        self._facts = None
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -321,7 +367,7 @@ class Graph:
         if isinstance(source, Graph):
             return source
         limits = LoadLimits.from_env() if limits is None else limits
-        if isinstance(source, onnx.ModelProto):
+        if _is_proto(source):
             name, proto = "<ModelProto>", source
             size = proto.ByteSize()
             if size > limits.max_model_bytes:
@@ -352,6 +398,18 @@ class Graph:
 
     @classmethod
     def _load_path(cls, path: Path, check: bool, limits: LoadLimits, cache_dir: Any) -> Graph:
+        memo = _Memo.of(path, cache_dir)
+        if memo is not None:
+            graph = memo.graph(str(path), check, limits)
+            if graph is not None:
+                return graph
+        graph = cls._read_path(path, check, limits, cache_dir)
+        if memo is not None:
+            memo.write(graph, check)
+        return graph
+
+    @classmethod
+    def _read_path(cls, path: Path, check: bool, limits: LoadLimits, cache_dir: Any) -> Graph:
         name = str(path)
         try:
             if not path.exists():
@@ -365,7 +423,7 @@ class Graph:
                 digest = file_digest(path)
                 found = _cache(cache_dir).get(_conversion_key(digest))
                 if found is not None:
-                    return cls._from_entry(found, name, check, limits, cache_dir)
+                    return cls._from_entry(found, name, check, limits, cache_dir, digest)
             data = path.read_bytes()
         except (OSError, ValueError) as exc:  # unreadable, a NUL in the path, ...
             raise ModelLoadError(f"cannot read model file {str(path)[:200]!r}: {exc}") from exc
@@ -405,18 +463,22 @@ class Graph:
                 "edgecore: the artifact cache cannot be written (%s); %s is held with its weights inline", exc, name
             )
             return cls.from_proto(proto, source=name, check=check, _entries=[], _path=path, _cache_dir=cache_dir)
-        return cls._from_entry(entry, name, check, limits, cache_dir)
+        return cls._from_entry(entry, name, check, limits, cache_dir, digest)
 
     @classmethod
-    def _from_entry(cls, entry: Any, name: str, check: bool, limits: LoadLimits, cache_dir: Any) -> Graph:
+    def _from_entry(
+        cls, entry: Any, name: str, check: bool, limits: LoadLimits, cache_dir: Any, digest: str
+    ) -> Graph:
         path = entry.file(MODEL_FILE)
         proto = _parse(path.read_bytes(), f"{name} (converted: {path})")
         check_tensor_sizes(proto, name, limits)
         entries = check_external_data(proto, path.parent, name, limits)
-        return cls.from_proto(
+        graph = cls.from_proto(
             proto, source=name, check=check, _base_dir=path.parent, _entries=entries, _path=path,
             _cache_dir=cache_dir,
         )
+        graph._conversion = digest
+        return graph
 
     @classmethod
     def from_proto(
@@ -431,6 +493,9 @@ class Graph:
         _cache_dir: str | os.PathLike | None = None,
     ) -> Graph:
         """A Graph of ``proto`` as it is (external data resolved under ``_base_dir``)."""
+        import onnx
+        import onnx_ir as ir
+
         _check_io_types(proto, source)
         if _entries is None:
             _entries = check_external_data(proto, _base_dir, source, LoadLimits.from_env())
@@ -453,6 +518,8 @@ class Graph:
 
     def copy(self) -> ir.Model:
         """A deep copy of the ``onnx_ir`` model with its weights read in, for passes to change."""
+        import onnx_ir as ir
+
         return ir.from_proto(self.to_proto())
 
     # -- what runtimes take ------------------------------------------------------------------------
@@ -474,7 +541,11 @@ class Graph:
         return str(self.path) if self.path is not None else self.to_bytes()
 
     def _move_to_cache(self, cache_dir: Any) -> None:
+        import onnx_ir as ir
+
         def build(folder: Path) -> dict[str, Any]:
+            import onnx_ir as ir
+
             proto = ir.to_proto(self.model)
             externalize(proto, folder)
             return {"fingerprint": self.fingerprint, "source": self.source}
@@ -490,10 +561,31 @@ class Graph:
 
     @property
     def name(self) -> str:
+        if self._facts is not None:
+            return self._facts["name"] or Path(self.source).stem
         return self.model.graph.name or Path(self.source).stem
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the main graph's initializers, mapped from a file or held."""
+        if self._facts is not None:
+            return self._facts["weight_bytes"]
+        return sum(
+            value.const_value.nbytes for value in self.model.graph.initializers.values() if value.const_value is not None
+        )
+
+    @property
+    def local_functions(self) -> frozenset[tuple[str, str]]:
+        """``(domain, name)`` of the functions the model defines itself."""
+        if self._facts is not None:
+            return frozenset(tuple(f) for f in self._facts["functions"])
+        return frozenset((f.domain, f.name) for f in self.model.functions.values())
 
     def to_proto(self) -> onnx.ModelProto:
         """The model as a proto with every weight inline (external data read in: a full copy)."""
+        import onnx
+        import onnx_ir as ir
+
         proto = ir.to_proto(self.model)
         if self.path is not None and any(t.data_location == onnx.TensorProto.EXTERNAL for t in _external_tensors(proto)):
             from onnx.external_data_helper import load_external_data_for_model
@@ -520,6 +612,8 @@ class Graph:
         """SHA-256 of the model's content, the same wherever its weights lie
         (:func:`edgecore.modelfile.content_digest`): equal models share compiled artifacts and
         caches. For a model file, remembered beside the artifact cache by the files' identity."""
+        import onnx_ir as ir
+
         memo = self._digest_memo()
         if memo is not None:
             try:
@@ -543,6 +637,8 @@ class Graph:
     def _digest_memo(self) -> Path | None:
         """Where the fingerprint of this graph's files is remembered: named by the identity (device,
         inode, size, mtime) of the model file and of its external data files."""
+        import onnx_ir as ir
+
         if self.path is None:
             return None
         files = {self.path.resolve()}
@@ -561,14 +657,22 @@ class Graph:
 
     @property
     def opset(self) -> int:
+        if self._facts is not None:
+            return self._facts["opset"]
         return self.model.opset_imports.get("", 0)
 
     def op_types(self) -> set[tuple[str, str]]:
         """``(domain, op_type)`` of every node, subgraphs included."""
+        if self._facts is not None:
+            return {tuple(op) for op in self._facts["op_types"]}
+        import onnx_ir as ir
+
         return {(node.domain or "", node.op_type) for node in ir.traversal.RecursiveGraphIterator(self.model.graph)}
 
     @property
     def num_nodes(self) -> int:
+        import onnx_ir as ir
+
         return sum(1 for _ in ir.traversal.RecursiveGraphIterator(self.model.graph))
 
     @property
@@ -592,12 +696,154 @@ class Graph:
         return f"Graph({self.name!r}, inputs=[{ins}], outputs=[{outs}], nodes={self.num_nodes})"
 
 
+def _read_model(path: Path | None) -> ir.Model:
+    """The ``onnx_ir`` model of a file that was loaded and checked before (shapes inferred, as
+    :meth:`Graph.from_proto` reads them; external data mapped from beside it)."""
+    import onnx
+    import onnx_ir as ir
+
+    if path is None:
+        raise ModelLoadError("this graph has neither a model nor a file to read it from")
+    proto = _parse(path.read_bytes(), f"model file {path}")
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception as exc:
+        logger.debug("shape inference failed for %s: %r", path, exc)
+    model = ir.from_proto(proto)
+    ir.external_data.set_base_dir(model.graph, path.parent.resolve())
+    return model
+
+
+#: bump when what a memo holds changes
+_MEMO_FORMAT = 1
+
+
+def _identity(path: Path) -> list[Any]:
+    stat = path.stat()
+    return [str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+
+
+class _Memo:
+    """What loading a model file found, kept beside the artifact cache (``graphs/``) under the file's
+    identity (path, device, inode, size, mtime, ctime): its specs, fingerprint, operators and the
+    file runtimes load (the file itself, or its converted copy in the cache, verified there). A later
+    load of the unchanged file starts from it without importing onnx or onnx_ir; the model is read
+    only when something asks for it (:attr:`Graph.model`). Anything that does not match -- the file,
+    its external data files, the converted entry, the limits -- and the file is loaded as usual."""
+
+    def __init__(self, file: Path, identity: list[Any], cache_dir: Any) -> None:
+        self.file, self.identity, self.cache_dir = file, identity, cache_dir
+
+    @classmethod
+    def of(cls, path: Path, cache_dir: Any) -> _Memo | None:
+        try:
+            identity = _identity(path)
+        except (OSError, ValueError):
+            return None  # the usual load says what is wrong
+        version = getattr(sys.modules.get("edgecore"), "__version__", "")
+        name = hashlib.sha256(repr((identity, version, _MEMO_FORMAT)).encode()).hexdigest()[:40]
+        return cls(_cache(cache_dir).root.parent / "graphs" / f"{name}.json", identity, cache_dir)
+
+    def graph(self, source: str, check: bool, limits: LoadLimits) -> Graph | None:
+        import json
+
+        try:
+            facts = json.loads(self.file.read_text())
+        except (OSError, ValueError):
+            return None
+        try:
+            if facts.get("identity") != self.identity or (check and not facts["checked"]):
+                return None
+            if self.identity[3] > limits.max_model_bytes or facts["max_elements"] > limits.max_tensor_elements:
+                return None
+            if facts["external_bytes"] and facts["external_bytes"] > limits.external_data_bytes():
+                return None
+            if any(_identity(Path(f[0])) != f for f in facts["external"]):
+                return None
+            if facts["conversion"] is not None:
+                entry = _cache(self.cache_dir).get(_conversion_key(facts["conversion"]))
+                if entry is None:
+                    return None
+                runtime = entry.file(MODEL_FILE)
+            else:
+                runtime = Path(self.identity[0])
+            graph = Graph.__new__(Graph)
+            graph._setup(source, runtime)
+            graph.cache_dir = self.cache_dir
+            graph.inputs = tuple(_spec_from_json(s) for s in facts["inputs"])
+            graph.outputs = tuple(_spec_from_json(s) for s in facts["outputs"])
+            graph.__dict__["fingerprint"] = facts["fingerprint"]
+            graph._facts = facts
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            logger.debug("edgecore: ignoring the load memo %s: %r", self.file, exc)
+            return None
+        return graph
+
+    def write(self, graph: Graph, checked: bool) -> None:
+        """Remember ``graph``, just loaded from this memo's file (best effort: a cache that cannot be
+        written is skipped)."""
+        import json
+
+        import onnx_ir as ir
+
+        if graph.path is None:
+            return
+        try:
+            conversion = graph._conversion  # the source digest of its converted copy in the cache
+            converted = conversion is not None
+            if not converted and graph.path.resolve() != Path(self.identity[0]):
+                return
+            external, external_bytes, max_elements = set(), 0, 0
+            for value in graph.model.graph.initializers.values():
+                tensor = value.const_value
+                if tensor is None:
+                    continue
+                max_elements = max(max_elements, tensor.size)
+                if isinstance(tensor, ir.ExternalTensor):
+                    external_bytes += tensor.nbytes
+                    if not converted:
+                        external.add(Path(tensor.base_dir) / tensor.location)
+            facts = {
+                "identity": self.identity,
+                "checked": checked,
+                "conversion": conversion,
+                "external": sorted(_identity(f) for f in external),
+                "external_bytes": external_bytes,
+                "max_elements": max_elements,
+                "name": graph.model.graph.name,
+                "inputs": [_spec_to_json(s) for s in graph.inputs],
+                "outputs": [_spec_to_json(s) for s in graph.outputs],
+                "fingerprint": graph.fingerprint,
+                "opset": graph.opset,
+                "op_types": sorted(graph.op_types()),
+                "functions": sorted(graph.local_functions),
+                "weight_bytes": graph.weight_bytes,
+            }
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            staging = self.file.with_name(f".{self.file.name}.{os.getpid()}.{threading.get_ident()}")
+            staging.write_text(json.dumps(facts))
+            os.replace(staging, self.file)
+        except (OSError, ValueError) as exc:
+            logger.debug("edgecore: cannot write the load memo %s: %r", self.file, exc)
+
+
+def _spec_to_json(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "dtype": int(spec.dtype), "shape": None if spec.shape is None else list(spec.shape)}
+
+
+def _spec_from_json(value: dict[str, Any]) -> TensorSpec:
+    shape = value["shape"]
+    return TensorSpec(name=value["name"], dtype=DataType(value["dtype"]), shape=None if shape is None else tuple(shape))
+
+
 def _conversion_key(digest: str) -> CacheKey:
     return CacheKey(model=digest, backend=_CONVERTED, runtime=f"external data >= {INLINE_MAX} bytes")
 
 
 def _weight_bytes(model: ir.Model) -> int:
     """Bytes of the main graph's initializers held in memory (not mapped from a file)."""
+    import onnx_ir as ir
+
     return sum(
         value.const_value.nbytes
         for value in model.graph.initializers.values()

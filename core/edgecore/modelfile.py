@@ -24,13 +24,15 @@ import math
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import attrs
-import onnx
 
 from edgecore.errors import ConfigurationError, ModelLoadError
 from edgecore.tensor import DataType
+
+if TYPE_CHECKING:  # onnx is imported by the functions that take its protos: limits and constants need none
+    import onnx
 
 __all__ = [
     "EXTERNAL_MIN",
@@ -58,6 +60,12 @@ MODEL_FILE = "model.onnx"
 DATA_FILE = "model.data"
 _ALIGN = 4096  # external data offsets aligned to pages, so that runtimes can map them
 _CHUNK = 1 << 20
+
+
+def _onnx() -> Any:
+    import onnx
+
+    return onnx
 
 
 # -- limits ----------------------------------------------------------------------------------------
@@ -255,7 +263,7 @@ def _external_entry(tensor: onnx.TensorProto, root: Path | None, source: str) ->
     if expected is not None and length < expected:
         raise ModelLoadError(
             f"{where}: length {length:,} is too small for dims {list(tensor.dims)} "
-            f"({expected:,} bytes of {onnx.TensorProto.DataType.Name(tensor.data_type)})"
+            f"({expected:,} bytes of {_onnx().TensorProto.DataType.Name(tensor.data_type)})"
         )
     return External(tensor, target, offset, length)
 
@@ -269,7 +277,7 @@ def check_external_data(
     entries = [
         _external_entry(tensor, root, source)
         for tensor in all_tensors(model)
-        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        if tensor.data_location == _onnx().TensorProto.EXTERNAL
     ]
     if entries:
         total, limit = sum(e.length for e in entries), limits.external_data_bytes()
@@ -286,7 +294,7 @@ def _set_external(tensor: onnx.TensorProto, location: str, offset: int, length: 
     for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
-    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.data_location = _onnx().TensorProto.EXTERNAL
 
 
 def externalize(model: onnx.ModelProto, folder: Path) -> list[onnx.TensorProto]:
@@ -359,13 +367,13 @@ def content_digest(model: onnx.ModelProto, base_dir: Path | None = None, *, in_p
     """SHA-256 of ``model``'s content, the same wherever its weights lie (inline or external data
     under ``base_dir``). ``in_place=True`` strips the weights from ``model`` itself (no copy)."""
     if not in_place:
-        copy = onnx.ModelProto()
+        copy = _onnx().ModelProto()
         copy.CopyFrom(model)  # weightless models copy cheaply; inline ones are small (< INLINE_MAX)
         model = copy
     root = base_dir.resolve() if base_dir is not None else None
     digest = hashlib.sha256(b"edgecore-model-1\0")
     for tensor in all_tensors(model):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        if tensor.data_location == _onnx().TensorProto.EXTERNAL:
             entry = _external_entry(tensor, root, "the model")
             part = file_digest(entry.target, entry.offset, entry.length)
             del tensor.external_data[:]

@@ -65,10 +65,7 @@ def wants_cache(graph: Graph, options: CompileOptions) -> bool:
     if options.profile_ops:
         return False
     from edgecore.modelfile import INLINE_MAX  # profiling sessions are renewed from the model, and are not what users time
-    weights = sum(
-        value.const_value.nbytes for value in graph.model.graph.initializers.values() if value.const_value is not None
-    )
-    return weights >= INLINE_MAX
+    return graph.weight_bytes >= INLINE_MAX
 
 
 def cache_key(graph: Graph, options: CompileOptions, level: str) -> CacheKey:

@@ -89,7 +89,7 @@ class CpuSimdBackend(Backend):
 
     def unsupported_ops(self, graph: Graph) -> list[str]:
         kernels = _cpu_kernels()
-        local = {(f.domain, f.name) for f in graph.model.functions.values()}
+        local = graph.local_functions
         opset = graph.opset
         missing = {
             op_name(domain, op)

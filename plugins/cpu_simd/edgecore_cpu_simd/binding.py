@@ -55,24 +55,21 @@ def output_rules(graph: Graph) -> tuple[Any, ...]:
         for axis, dim in enumerate(spec.shape or ()):
             if isinstance(dim, str):
                 where.setdefault(dim, (index, axis))
-    rules = []
-    for spec, value in zip(graph.outputs, graph.model.graph.outputs):
-        rules.append(None if is_packed(spec) else _rule(value.shape, where))
-    return tuple(rules)
+    return tuple(None if is_packed(spec) else _rule(spec.shape, where) for spec in graph.outputs)
 
 
-def _rule(shape: Any, where: dict[str, tuple[int, int]]) -> Any:
-    if shape is None:  # unknown rank
+def _rule(shape: tuple | None, where: dict[str, tuple[int, int]]) -> Any:
+    """Per dimension of an output spec's ``shape``: its fixed size, or where an input gives it; None
+    when the data decides (unknown rank, an unnamed dim, a symbol no input has)."""
+    if shape is None:
         return None
     dims: list[int | tuple[int, int]] = []
     for dim in shape:
         if isinstance(dim, int):
-            if dim < 0:
-                return None
             dims.append(dim)
-        elif dim.value in where:
-            dims.append(where[dim.value])
-        else:  # unnamed, or a symbol no input has: set by the data
+        elif dim is not None and dim in where:
+            dims.append(where[dim])
+        else:
             return None
     return tuple(dims)
 

@@ -117,9 +117,7 @@ class OrtCompiledModel(CompiledModel):
         self._plans: dict[tuple, tuple[tuple, tuple[int, ...]]] = {}
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._weights_bytes = sum(
-            v.const_value.nbytes for v in graph.model.graph.initializers.values() if v.const_value is not None
-        )
+        self._weights_bytes = graph.weight_bytes
         self._op_profiling = bool(options.profile_ops) and session.get_session_options().enable_profiling
         if self._op_profiling:
             from edgecore.profiling import get_profiler
