@@ -267,14 +267,16 @@ def measure(model: Path, backend: str, args: argparse.Namespace, memory_mode: st
     cache = Path(tempfile.mkdtemp(prefix="memory-phases-", dir=args.work))
     job = {"backend": backend, "model": str(model), "cache_dir": str(cache), "memory_mode": memory_mode}
     firsts, seconds = [], []
-    for repeat in range(args.repeats):
-        for path in cache.iterdir():  # an empty cache for every first start
-            subprocess.run(["rm", "-rf", str(path)], check=True)
-        first, _ = _spawn({**job, "kind": "phases"}, _env(cache))
-        second, _ = _spawn({**job, "kind": "phases", "latency": repeat == 0, "calls": args.calls}, _env(cache))
-        firsts.append(first)
-        seconds.append(second)
-    subprocess.run(["rm", "-rf", str(cache)], check=True)
+    try:
+        for repeat in range(args.repeats):
+            for path in cache.iterdir():  # an empty cache for every first start
+                subprocess.run(["rm", "-rf", str(path)], check=True)
+            first, _ = _spawn({**job, "kind": "phases"}, _env(cache))
+            second, _ = _spawn({**job, "kind": "phases", "latency": repeat == 0, "calls": args.calls}, _env(cache))
+            firsts.append(first)
+            seconds.append(second)
+    finally:
+        subprocess.run(["rm", "-rf", str(cache)], check=True)
     load = lambda r: r["times_s"]["load_s"] + r["times_s"]["compile_s"]  # noqa: E731
     return {
         "first_start": _summary(firsts),
@@ -289,15 +291,17 @@ def cold_start(model: Path, backend: str, args: argparse.Namespace) -> dict:
     cache = Path(tempfile.mkdtemp(prefix="memory-cold-", dir=args.work))
     job = {"kind": "cold", "backend": backend, "model": str(model), "cache_dir": str(cache)}
     first, cached, imported = [], [], {}
-    for _ in range(args.repeats):
-        for path in cache.iterdir():
-            subprocess.run(["rm", "-rf", str(path)], check=True)
-        result, spawned = _spawn(job, _env(cache))
-        first.append(result["first_output_unix"] - spawned)
-        result, spawned = _spawn(job, _env(cache))
-        cached.append(result["first_output_unix"] - spawned)
-        imported = result["imported"]
-    subprocess.run(["rm", "-rf", str(cache)], check=True)
+    try:
+        for _ in range(args.repeats):
+            for path in cache.iterdir():
+                subprocess.run(["rm", "-rf", str(path)], check=True)
+            result, spawned = _spawn(job, _env(cache))
+            first.append(result["first_output_unix"] - spawned)
+            result, spawned = _spawn(job, _env(cache))
+            cached.append(result["first_output_unix"] - spawned)
+            imported = result["imported"]
+    finally:
+        subprocess.run(["rm", "-rf", str(cache)], check=True)
     return {
         "model": model.name,
         "backend": backend,
@@ -336,15 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "edgecore-memory-phases",
                         help="folder for the prepared model files (kept: reused by the next run)")
     parser.add_argument("--out", type=Path, default=RESULTS / "memory_phases.json")
+    parser.add_argument("--prepare-only", action="store_true", help="only write the model files into --work")
     args = parser.parse_args(argv)
     if args.child:
         job = json.loads(args.child)
         result = child_phases(job) if job["kind"] == "phases" else child_cold(job)
         print(json.dumps(result))
         return 0
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _common import load_monitor, machine
 
     args.work.mkdir(parents=True, exist_ok=True)
     backends = [b for b in args.backends.split(",") if b]
@@ -353,24 +355,43 @@ def main(argv: list[str] | None = None) -> int:
         if reason:
             print(f"skipping {name}: {reason}", file=sys.stderr)
     backends = [b for b in backends if not availability[b]]
+    if args.prepare_only:
+        for entry in (m for m in args.models.split(",") if m):
+            name, _, precision = entry.partition(":")
+            for backend in backends:
+                started = time.perf_counter()
+                path = prepare(name, precision or "fp32", backend, args.work)
+                print(f"{path} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+        return 0
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import load_monitor, machine
+
     modes = [m for m in args.memory_modes.split(",") if m]
     rows = []
     for entry in (m for m in args.models.split(",") if m):
         name, _, precision = entry.partition(":")
         for backend in backends:
-            model = prepare(name, precision or "fp32", backend, args.work)
             for mode in modes if backend == "cpu_simd" else ["balanced"]:
                 load_monitor().sample()
                 print(f"{name} {precision} on {backend} ({mode}) ...", file=sys.stderr, flush=True)
-                row = measure(model, backend, args, mode)
-                weights = model.stat().st_size / MB
-                rows.append({"model": name, "precision": precision or "fp32", "backend": backend,
-                             "memory_mode": mode, "file_mb": round(weights, 1), **row})
+                row = {"model": name, "precision": precision or "fp32", "backend": backend, "memory_mode": mode}
+                try:  # a row that fails is recorded with its error; the others are still measured
+                    model = prepare(name, precision or "fp32", backend, args.work)
+                    row["file_mb"] = round(model.stat().st_size / MB, 1)
+                    row.update(measure(model, backend, args, mode))
+                except Exception as exc:
+                    print(f"  failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                    row["error"] = f"{type(exc).__name__}: {exc}"
+                rows.append(row)
     cold = []
     if args.cold_model:
         name, _, precision = args.cold_model.partition(":")
         for backend in backends:
-            cold.append(cold_start(prepare(name, precision or "fp32", backend, args.work), backend, args))
+            try:
+                cold.append(cold_start(prepare(name, precision or "fp32", backend, args.work), backend, args))
+            except Exception as exc:
+                cold.append({"model": name, "backend": backend, "error": f"{type(exc).__name__}: {exc}"})
     report = {
         "benchmark": "memory_phases",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -392,6 +413,9 @@ def _print(rows: list[dict], cold: list[dict]) -> None:
     head = ("model", "backend", "mode", "start", "steady PSS", "anon", "file", "peak", "load s", "2nd/1st", "lat ratio")
     print(" | ".join(head))
     for row in rows:
+        if "error" in row:
+            print(f"{row['model']} {row['precision']} | {row['backend']} | {row['memory_mode']} | failed: {row['error']}")
+            continue
         for start in ("first_start", "second_start"):
             s = row[start]
             steady, peak = s["growth_mb"]["steady"], s["peak_growth_mb"]
@@ -403,6 +427,9 @@ def _print(rows: list[dict], cold: list[dict]) -> None:
                 row["second_over_first_load_time"] if start == "second_start" else "", latency or "",
             )))
     for c in cold:
+        if "error" in c:
+            print(f"cold start {c['model']} on {c['backend']}: failed: {c['error']}")
+            continue
         print(f"cold start {c['model']} on {c['backend']}: first {c['first_start_s']} s, cached "
               f"{c['cached_start_s']} s (ratio {c['cached_over_first']}); cached start imported {c['cached_start_imported']}")
 

@@ -126,6 +126,11 @@ def test_min_memory_mode_turns_prepacking_and_arena_off(model_path, tmp_path):
         np.testing.assert_allclose(engine.run({"x": x})["y"], _expected(model_path, x), rtol=1e-4, atol=1e-5)
     (_, manifest), = _backend_entries(tmp_path)
     assert ["memory_mode", '"min"'] in manifest["key"]["options"]
+    with _engine(model_path, tmp_path) as balanced:  # the default: pre-packed weights and the arena
+        so = balanced.compiled.session.get_session_options()
+        with pytest.raises(RuntimeError):  # not set
+            so.get_session_config_entry("session.disable_prepacking")
+        assert so.enable_cpu_mem_arena
 
 
 def test_cache_can_be_turned_off_and_an_unwritable_one_is_skipped(model_path, tmp_path):
