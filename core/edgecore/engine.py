@@ -81,6 +81,7 @@ class Engine:
         self._scheduler: Scheduler | None = None
         self._lock = threading.Lock()  # starting/stopping the scheduler
         self.backend_fallbacks: tuple[tuple[str, str], ...] = ()  # (backend, why) tried before backend_spec
+        self._runtime_bytes: int | None = None  # PSS growth of the last load (see memory_held_bytes)
         self._stats = StatsRecorder()
         self._profiler = get_profiler()
         self._process: ProcessSampler | None = None  # CPU/memory readings for metrics(), from load on
@@ -99,6 +100,7 @@ class Engine:
         """
         if self._closed:
             raise EngineClosedError("this engine is closed; create a new Engine")
+        held_before = _proportional_set_size()
         load_started = _now()
         graph = load_graph(source, self._pm, cache_dir=self.config.cache_dir)
         if self._profiler.active:
@@ -116,6 +118,15 @@ class Engine:
                 previous.close()
         self.graph, self.backend_spec, self._compiled, self._instances = graph, spec, compiled, instances
         self.backend_fallbacks = tuple(failures)
+        held_after = _proportional_set_size()
+        self._runtime_bytes = max(held_after - held_before, 0) if held_before and held_after else None
+        budget = self.config.max_memory_usage
+        if budget and self._runtime_bytes is not None and self._runtime_bytes > budget:
+            logger.warning(
+                "%s on %s holds %d bytes (PSS growth of loading it) beside the pool, over max_memory_usage=%d: "
+                "the budget caps the pool and the runtime's working memory, not the model itself; "
+                "memory_mode='min' holds less", graph.name, spec.name, self._runtime_bytes, budget,
+            )
         self._span_names = (spec.name, graph.name)
         if self._process is None:
             self._process = ProcessSampler()
@@ -360,6 +371,17 @@ class Engine:
             return self._stats.snapshot()
         return self._stats.snapshot(instance_utilization=scheduler.utilization(), queue_depth=scheduler.queued)
 
+    def memory_held_bytes(self) -> int | None:
+        """What this engine holds: the bytes its memory pool reserves plus what loading the model
+        made the process hold (its PSS growth across load and compile: the runtime's weights,
+        pre-packed copies, code and arenas; mapped weights count by their share). None where the
+        system reports no PSS. The runtime part is read once, at load, as a process-wide difference:
+        other threads allocating meanwhile count too, and arenas that grow later do not."""
+        if self._runtime_bytes is None:
+            return None
+        pool = self.pool.statistics().reserved_bytes if self.pool is not None else 0
+        return pool + self._runtime_bytes
+
     def metrics(self) -> EngineMetrics:
         """Resources now: process RSS and peak RSS, CPU utilization (psutil, since the previous
         reading), the compiled models' memory, memory-pool statistics and queue depth."""
@@ -418,6 +440,16 @@ class Engine:
         return f"<Engine {state}>"
 
 
+
+
+def _proportional_set_size() -> int:
+    """This process's PSS in bytes (0 where the system has none)."""
+    try:
+        import psutil
+
+        return int(getattr(psutil.Process().memory_full_info(), "pss", 0))
+    except Exception:  # no psutil, no /proc, access denied
+        return 0
 
 
 def _close_quietly(model: CompiledModel) -> None:
