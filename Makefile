@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 # Every distribution in the repo, installed editable into one venv.
-DISTS := . plugins/cpu_simd $(wildcard plugins/openvino_npu) contrib/reference_backend $(wildcard contrib/serve) $(wildcard plugins/torch) $(wildcard plugins/cuda_trt)
+DISTS := . plugins/cpu_simd $(wildcard plugins/openvino_npu) contrib/reference_backend $(wildcard contrib/serve) $(wildcard plugins/torch) $(wildcard plugins/cuda_trt) $(wildcard contrib/ray)
 
 .PHONY: setup bench test clean
 

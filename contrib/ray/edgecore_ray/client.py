@@ -154,7 +154,12 @@ class Client:
     # -- one attempt ---------------------------------------------------------------------------------
 
     def _infer_handle(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        return self._handle.infer.remote(dict(feeds)).result(timeout_s=self.timeout_s)
+        response = self._handle.infer.remote(dict(feeds))
+        try:
+            return response.result(timeout_s=self.timeout_s)
+        except TimeoutError:
+            response.cancel()  # a wedged replica should not keep it (nor run it after we retried)
+            raise
 
     def _infer_http(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         from edgecore_serve.protocol.datatypes import datatype_of

@@ -20,7 +20,7 @@ threads at once; the routers keep plain attributes.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Optional
+from typing import Any, List, Optional
 
 from ray.serve.request_router import FIFOMixin, PendingRequest, RequestRouter, RunningReplica
 
@@ -29,11 +29,6 @@ __all__ = ["ROUTERS", "RoundRobinRouter", "WeightedRouter", "replica_weight"]
 
 def _key(replica: RunningReplica) -> str:
     return replica.replica_id.unique_id
-
-
-def _ranked(chosen: RunningReplica, replicas: Iterable[RunningReplica]) -> List[List[RunningReplica]]:
-    rest = [r for r in replicas if r is not chosen]
-    return [[chosen], rest] if rest else [[chosen]]
 
 
 def replica_weight(replica: RunningReplica, default: float = 1.0) -> float:
@@ -45,41 +40,48 @@ def replica_weight(replica: RunningReplica, default: float = 1.0) -> float:
     return weight if weight > 0 else default
 
 
-class RoundRobinRouter(FIFOMixin, RequestRouter):
+class _PickOne(FIFOMixin, RequestRouter):
+    """Replicas in id order; :meth:`_pick` chooses one, the others follow as the fallback rank."""
+
+    async def choose_replicas(
+        self, candidate_replicas: List[RunningReplica], pending_request: Optional[PendingRequest] = None
+    ) -> List[List[RunningReplica]]:
+        if not candidate_replicas:
+            return []
+        ordered = sorted(candidate_replicas, key=_key)
+        chosen = self._pick(ordered)
+        rest = [r for r in ordered if r is not chosen]
+        return [[chosen], rest] if rest else [[chosen]]
+
+    def _pick(self, ordered: List[RunningReplica]) -> RunningReplica:
+        raise NotImplementedError
+
+
+class RoundRobinRouter(_PickOne):
     """Each request to the next replica, in the order of their ids."""
 
     def initialize_state(self, **kwargs: Any) -> None:
         self._turn = 0
 
-    async def choose_replicas(
-        self, candidate_replicas: List[RunningReplica], pending_request: Optional[PendingRequest] = None
-    ) -> List[List[RunningReplica]]:
-        if not candidate_replicas:
-            return []
-        ordered = sorted(candidate_replicas, key=_key)
+    def _pick(self, ordered: List[RunningReplica]) -> RunningReplica:
         chosen = ordered[self._turn % len(ordered)]
         self._turn += 1
-        return _ranked(chosen, ordered)
+        return chosen
 
 
-class WeightedRouter(FIFOMixin, RequestRouter):
+class WeightedRouter(_PickOne):
     """Smooth weighted round robin over the weights the replicas report."""
 
     def initialize_state(self, **kwargs: Any) -> None:
         self._current: dict[str, float] = {}
 
-    async def choose_replicas(
-        self, candidate_replicas: List[RunningReplica], pending_request: Optional[PendingRequest] = None
-    ) -> List[List[RunningReplica]]:
-        if not candidate_replicas:
-            return []
-        ordered = sorted(candidate_replicas, key=_key)
+    def _pick(self, ordered: List[RunningReplica]) -> RunningReplica:
         weights = {_key(r): replica_weight(r) for r in ordered}
         current = {key: self._current.get(key, 0.0) + weight for key, weight in weights.items()}
         chosen = max(ordered, key=lambda r: current[_key(r)])  # ties: the first in id order
         current[_key(chosen)] -= sum(weights.values())
         self._current = current  # replicas gone since the last call are forgotten here
-        return _ranked(chosen, ordered)
+        return chosen
 
 
 #: Router names accepted by :func:`edgecore_ray.deployment`; None = Ray's default (power of two choices).

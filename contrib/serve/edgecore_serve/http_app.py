@@ -95,8 +95,18 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def build_app(service: InferenceService, *, token: str | None = None, metrics: ServerMetrics | None = None) -> Any:
-    """The ASGI application: the routes above, behind the token check and request metrics."""
+def build_app(
+    service: InferenceService,
+    *,
+    token: str | None = None,
+    metrics: ServerMetrics | None = None,
+    repository_endpoints: bool = True,
+) -> Any:
+    """The ASGI application: the routes above, behind the token check and request metrics.
+
+    ``repository_endpoints=False`` leaves out ``/v2/repository/*`` (for front ends such as a Ray
+    Serve replica, where loading or unloading would act on whichever replica the request reached).
+    """
     metrics = metrics or ServerMetrics()
     limits = service.limits
 
@@ -196,9 +206,6 @@ def build_app(service: InferenceService, *, token: str | None = None, metrics: S
         Route("/v2/health/ready", _guarded(ready), methods=["GET"]),
         Route("/v2", _guarded(server_metadata), methods=["GET"]),
         Route("/v2/models/stats", _guarded(stats_all), methods=["GET"]),
-        Route("/v2/repository/index", _guarded(repository_index), methods=["POST"]),
-        Route("/v2/repository/models/{model}/load", _guarded(load), methods=["POST"]),
-        Route("/v2/repository/models/{model}/unload", _guarded(unload), methods=["POST"]),
         Route("/metrics", _guarded(prometheus), methods=["GET"]),
         *both("/infer", infer, ["POST"]),
         *both("/ready", model_ready, ["GET"]),
@@ -206,6 +213,12 @@ def build_app(service: InferenceService, *, token: str | None = None, metrics: S
         *both("/stats", model_stats, ["GET"]),
         *both("", model_metadata, ["GET"]),
     ]
+    if repository_endpoints:
+        routes += [
+            Route("/v2/repository/index", _guarded(repository_index), methods=["POST"]),
+            Route("/v2/repository/models/{model}/load", _guarded(load), methods=["POST"]),
+            Route("/v2/repository/models/{model}/unload", _guarded(unload), methods=["POST"]),
+        ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException):
