@@ -9,13 +9,30 @@ Repository layout (``--model-repository DIR``), as Triton's where it can be:
 * ``DIR/NAME/VERSION/model.onnx``: model ``NAME``, version ``VERSION`` (an integer);
 * ``DIR/NAME/model.onnx``: model ``NAME``, version ``1``.
 
-A request without a version gets the highest version. Memory per model is measured, not guessed:
-the process's RSS growth while it loads (loads run one at a time so that the readings do not mix).
+A request without a version gets the highest version.
+
 Under ``memory_budget`` a load that would take the models' sum past the budget first unloads the
 least recently used models (idle ones first; a busy one answers its accepted requests before it
-closes); a model larger than the whole budget (its last measured size, or before its first load its
-file's size) runs alone, with a warning: serving it beats refusing it, and the first load's reading
-includes the runtime's own start-up memory, so a refusal could be wrong.
+closes). What a model takes is measured, not guessed: the process's RSS growth while it loads and
+runs once on random inputs (weights mapped from the compiled-artifact cache count only once
+touched; that run goes to the compiled model directly, so the statistics do not count it), or its
+own bytes (its file, or what its backend reports holding) if those are more; loads run one at a time so that the readings do not
+mix. Two things keep that reading the model's own: the runtime is started once, on a one-node
+model, before the first measured load (:meth:`ModelRepository.warm_up`), so the first model is not
+charged for the runtime's libraries and thread pools; and freed memory goes back to the operating
+system after every load and unload (blocks of 4 MiB and more are mapped on their own, see
+:func:`map_large_blocks`; the rest is trimmed with glibc's ``malloc_trim``), so RSS falls when a
+model goes and the next load's growth is not hidden by memory an evicted model left behind. Before
+its first load a model is guessed at its file's size times the largest memory-to-file ratio
+measured so far.
+
+The budget counts what loaded models hold; a load's own transient (the file parsed, the runtime's
+session built) comes on top of it while that one load runs. A model whose own bytes -- its file,
+or what its backend reports holding -- exceed the whole budget is refused with
+:class:`~edgecore.errors.MemoryBudgetExceeded` (503 with Retry-After: it cannot fit at all), and
+the other models keep serving; one that only measures more than the budget (RSS readings carry
+other threads' noise) is loaded alone, with a warning. Without a budget the reading is the load's RSS growth alone
+(no first run, no trimming: loads cost nothing more than loading).
 
 Concurrency: every attribute here is read and written on the event loop's thread only (HTTP and
 gRPC share one loop). Loading and closing an engine run in worker threads (``asyncio.to_thread``),
@@ -26,12 +43,16 @@ requests use it, and it is preferred as an eviction victim only when no idle mod
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import gc
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import attrs
+import numpy as np
 
 from edgecore_serve.protocol.errors import BadRequest, NotFound, Unavailable
 
@@ -43,7 +64,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ModelRepository", "ModelVersion", "parse_model_argument", "scan_repository"]
+__all__ = [
+    "ModelRepository",
+    "ModelVersion",
+    "map_large_blocks",
+    "parse_model_argument",
+    "scan_repository",
+    "trim_heap",
+]
 
 READY, UNAVAILABLE, LOADING, UNLOADING = "READY", "UNAVAILABLE", "LOADING", "UNLOADING"
 
@@ -88,7 +116,8 @@ class ModelVersion:
         self.disabled = False  # unloaded on request: stays unloaded until loaded on request
         self.in_flight = 0
         self.last_used = 0.0
-        self.memory_bytes = 0  # RSS growth measured at the last load
+        self.memory_bytes = 0  # RSS growth measured at the last load (and first run)
+        self.own_bytes = _file_size(source)  # at least this much, whatever the reading: its weights
         self.loads = self.evictions = 0
         self.success = [0, 0]  # requests, ns
         self.fail = [0, 0]
@@ -125,6 +154,66 @@ def _rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
+_libc: Any = None
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+#: Under a budget, blocks from this size up get a mapping of their own (see :func:`map_large_blocks`).
+LARGE_BLOCK = 4 << 20
+
+
+def _glibc() -> Any:
+    """glibc through ctypes, or False where the C library is another."""
+    global _libc
+    if _libc is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            libc.malloc_trim, libc.mallopt  # noqa: B018 - glibc has both
+            _libc = libc
+        except (OSError, AttributeError):  # not glibc
+            _libc = False
+    return _libc
+
+
+def trim_heap() -> None:
+    """Hand freed heap back to the operating system (glibc's ``malloc_trim``; elsewhere nothing)."""
+    libc = _glibc()
+    if libc:
+        libc.malloc_trim(0)
+
+
+def map_large_blocks() -> None:
+    """Give every block of :data:`LARGE_BLOCK` or more its own mapping, returned to the operating
+    system when freed (glibc's ``M_MMAP_THRESHOLD``, fixed). Without it glibc raises that threshold
+    to the largest block freed so far (up to 32 MiB), so a model's weight-sized buffers come from the
+    heap arenas of whichever threads loaded and ran it, and an evicted model's memory stays in them
+    where ``malloc_trim`` does not reach it. Elsewhere nothing."""
+    libc = _glibc()
+    if libc:
+        libc.mallopt(_M_MMAP_THRESHOLD, LARGE_BLOCK)
+
+
+#: Longest first run of a model measured under a budget (a model slow on random inputs is measured
+#: as loaded rather than holding up every load behind it).
+FIRST_RUN_TIMEOUT_MS = 10_000
+
+#: Files smaller than this teach nothing about memory per byte of model (fixed costs dominate).
+_RATIO_MIN_FILE = 1 << 20
+
+
+def _one_node_model() -> Any:
+    """y = Identity(x), x float [1]: what :meth:`ModelRepository.warm_up` starts the runtime on."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "edgecore_serve_warm_up",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
 class ModelRepository:
     """Name -> version -> :class:`ModelVersion`; loads engines through ``engine_factory``."""
 
@@ -144,6 +233,8 @@ class ModelRepository:
         self._load_lock: asyncio.Lock | None = None
         self.events: list[RepositoryEvent] = []
         self.closed = False
+        self._warm = False
+        self._ratio = 1.0  # largest measured memory / file size so far
         if self.directory is not None:
             self.rescan()
 
@@ -213,9 +304,11 @@ class ModelRepository:
         entry.last_used = time.monotonic()
         return entry
 
-    @staticmethod
-    def release(entry: ModelVersion) -> None:
+    def release(self, entry: ModelVersion) -> None:
         entry.in_flight -= 1
+        if entry.in_flight == 0 and entry.engine is None and self.memory_budget:
+            # an evicted model's last request is answered: what still held its engine let go now
+            asyncio.get_running_loop().run_in_executor(None, _collect)
 
     async def load(self, name: str) -> None:
         """Load every version of ``name`` (the repository extension's load)."""
@@ -239,6 +332,50 @@ class ModelRepository:
             self._load_lock = asyncio.Lock()
         return self._load_lock
 
+    async def warm_up(self) -> None:
+        """Before the first load under a budget: large blocks get mappings of their own
+        (:func:`map_large_blocks`), and the runtime is started once (a one-node model, loaded and
+        closed) so that the first measured load is not charged for the runtime's own memory.
+        Failures are logged, never fatal."""
+        if self._warm:
+            return
+        self._warm = True
+        map_large_blocks()
+
+        def start() -> None:
+            from edgecore.engine import Engine
+
+            with Engine(self.config, plugin_manager=self._pm) as engine:
+                engine.load(_one_node_model())
+                engine.run({"x": np.zeros(1, np.float32)})
+            trim_heap()
+
+        try:
+            await asyncio.to_thread(start)
+        except Exception as exc:  # noqa: BLE001 - the real load will report a real problem
+            logger.warning("starting the runtime on a one-node model failed: %s", exc)
+
+    def expected_bytes(self, entry: ModelVersion) -> int:
+        """Memory the model takes once loaded: as measured at its last load, else its file's size
+        times the largest memory-to-file ratio measured so far."""
+        if entry.memory_bytes:
+            return entry.memory_bytes
+        return int(_file_size(entry.source) * self._ratio)
+
+    def _too_large(self, entry: ModelVersion, needed: int) -> Exception:
+        from edgecore.errors import MemoryBudgetExceeded
+
+        loaded = [v.name for v in self.all_versions() if v.ready and v is not entry]
+        message = (
+            f"model {entry.name!r} version {entry.version} holds at least {needed / 2**20:.1f} MiB (its "
+            f"weights), more than the whole memory budget of {self.memory_budget / 2**20:.1f} MiB; it is not "
+            f"loaded (raise --memory-budget to serve it); models served within the budget: "
+            f"{', '.join(loaded) or 'none loaded now'}"
+        )
+        entry.state, entry.reason = UNAVAILABLE, message
+        logger.warning("%s", message)
+        return MemoryBudgetExceeded(message)
+
     async def _load(self, entry: ModelVersion) -> None:
         async with self._lock():
             if entry.ready:
@@ -246,7 +383,10 @@ class ModelRepository:
             if self.closed:
                 raise Unavailable("the server is shutting down")
             if self.memory_budget:
-                await self._make_room(entry, entry.memory_bytes or _estimate(entry.source))
+                await self.warm_up()
+                if entry.own_bytes > self.memory_budget:
+                    raise self._too_large(entry, entry.own_bytes)
+                await self._make_room(entry, self.expected_bytes(entry))
             entry.state, entry.reason = LOADING, ""
             try:
                 engine, grown = await asyncio.to_thread(self._load_engine, entry.source)
@@ -254,53 +394,72 @@ class ModelRepository:
                 entry.state, entry.reason = UNAVAILABLE, str(exc)
                 logger.warning("loading model %s version %s failed: %s", entry.name, entry.version, exc)
                 raise
+            entry.own_bytes = max(_file_size(entry.source), engine.metrics().model_memory_bytes)
+            entry.memory_bytes = max(grown, entry.own_bytes, 1)  # at least its weights, whatever RSS said
+            size = _file_size(entry.source)
+            if size >= _RATIO_MIN_FILE:
+                self._ratio = max(self._ratio, entry.memory_bytes / size)
+            if self.memory_budget and entry.own_bytes > self.memory_budget:
+                held = [engine]
+                del engine
+                await asyncio.to_thread(_close, held)
+                raise self._too_large(entry, entry.own_bytes)
+            if self.memory_budget and entry.memory_bytes > self.memory_budget:
+                logger.warning(
+                    "model %s version %s measured %.1f MiB at its load, more than the memory budget of %.1f MiB: "
+                    "it runs alone",
+                    entry.name, entry.version, entry.memory_bytes / 2**20, self.memory_budget / 2**20,
+                )
             entry.engine, entry.state = engine, READY
-            entry.memory_bytes = max(grown, 0)
             entry.loads += 1
             entry.inputs, entry.outputs = tuple(engine.inputs), tuple(engine.outputs)
             entry.input_names = {s.name: s for s in entry.inputs}
             entry.output_names = {s.name: s for s in entry.outputs}
             self.events.append(RepositoryEvent(kind="load", name=entry.name, version=entry.version,
                                                memory_bytes=entry.memory_bytes))
-            if self.memory_budget:  # the measured size may exceed the estimate: evict what it displaced
-                await self._make_room(entry, 0, strict=False)
+            if self.memory_budget:  # the measured size may exceed the guess: evict what it displaced
+                await self._make_room(entry, 0)
             logger.info("loaded model %s version %s on %s (%.1f MiB)", entry.name, entry.version, engine.backend,
                         entry.memory_bytes / 2**20)
 
     def _load_engine(self, source: str) -> tuple[Engine, int]:
         from edgecore.engine import Engine
 
+        measure = bool(self.memory_budget)
+        if measure:
+            gc.collect()
+            trim_heap()
         before = _rss()
         engine = Engine(self.config, plugin_manager=self._pm)
         try:
             engine.load(source)
         except BaseException:
-            engine.close()
+            held = [engine]
+            del engine
+            _close(held)
             raise
-        return engine, _rss() - before
+        if not measure:
+            return engine, max(_rss() - before, 0)
+        _first_run(engine)
+        trim_heap()  # what the load freed (the serialized model, parse buffers) is not the model's
+        return engine, max(_rss() - before, engine.metrics().model_memory_bytes)
 
-    async def _make_room(self, entry: ModelVersion, needed: int, *, strict: bool = True) -> None:
+    async def _make_room(self, entry: ModelVersion, needed: int) -> None:
         """Unload least recently used models (idle ones first) until ``needed`` more bytes fit the
         budget. Evicting a busy model is safe: every request that acquired it has already been
         submitted (no await lies between), and closing the engine answers them first."""
-        if strict and needed > self.memory_budget:
-            logger.warning(
-                "model %s needs about %.1f MiB, more than the whole memory budget of %.1f MiB: it runs alone",
-                entry.name, needed / 2**20, self.memory_budget / 2**20,
-            )
         while self.used_bytes + needed > self.memory_budget:
             loaded = [v for v in self.all_versions() if v.engine is not None and v is not entry]
             if not loaded:
-                return  # the model runs alone, whatever its measured size
+                return
             victim = min(loaded, key=lambda v: (v.in_flight > 0, v.last_used))
             await self._unload(victim, kind="evict")
 
     async def _unload(self, entry: ModelVersion, *, kind: str) -> None:
-        engine = entry.engine
-        if engine is None:
+        if entry.engine is None:
             return
-        entry.engine, entry.state = None, UNLOADING
-        await asyncio.to_thread(engine.close)  # answers the requests it accepted first
+        held, entry.engine, entry.state = [entry.engine], None, UNLOADING
+        await asyncio.to_thread(_close, held)  # answers the requests it accepted first
         entry.state = UNAVAILABLE
         entry.reason = "unloaded" if kind == "unload" else "evicted to stay within the memory budget"
         if kind == "evict":
@@ -314,16 +473,51 @@ class ModelRepository:
         self.closed = True
         for entry in list(self.all_versions()):
             if entry.engine is not None:
-                engine, entry.engine, entry.state = entry.engine, None, UNAVAILABLE
-                await asyncio.to_thread(engine.close)
+                held, entry.engine, entry.state = [entry.engine], None, UNAVAILABLE
+                await asyncio.to_thread(_close, held)
 
 
-def _estimate(source: str) -> int:
-    """A first guess at a model's memory before it was ever loaded: its file's size (the weights)."""
+def _file_size(source: str) -> int:
+    """A model file's size (its weights, mostly); 0 for ``zoo:`` names and the like."""
     try:
         return Path(source).stat().st_size
-    except OSError:  # zoo: names and the like: measured at their first load
+    except OSError:
         return 0
+
+
+def _first_run(engine: Engine) -> None:
+    """One inference on random inputs, so that the reading includes what a model touches only when
+    it runs: weights mapped from the compiled-artifact cache are paged in, the runtime's arena is
+    sized. It runs on the compiled model, not through the engine, so the statistics count only
+    requests. A model that cannot run on random inputs, or not within :data:`FIRST_RUN_TIMEOUT_MS`,
+    is measured as loaded (logged)."""
+    from edgecore.backend import deadline_after
+    from edgecore.inputs import random_feeds
+
+    try:
+        compiled = engine.compiled
+        feeds = compiled.check(random_feeds(engine.inputs, batch=1))
+        compiled.execute(feeds, None, deadline_after(FIRST_RUN_TIMEOUT_MS))
+    except Exception as exc:  # noqa: BLE001 - its real requests will say what is wrong
+        logger.info("model measured without a first run (random inputs failed: %s)", exc)
+
+
+def _collect() -> None:
+    gc.collect()
+    trim_heap()
+
+
+def _close(held: list[Engine]) -> None:
+    """Close the engine in ``held`` (its accepted requests are answered first), drop it, and give
+    its memory back: an engine's parts refer to each other, so only the cycle collector frees them,
+    and only then can the heap be trimmed. The caller passes the only reference, in a list."""
+    engine = held.pop()
+    try:
+        engine.close()
+    finally:
+        del engine
+        gc.collect()
+        trim_heap()
 
 
 def _version_key(version: str) -> tuple[int, int | str]:

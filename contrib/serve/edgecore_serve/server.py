@@ -1,7 +1,9 @@
 """Run the HTTP (uvicorn) and gRPC (grpc.aio) front ends in one asyncio loop, and stop them well.
 
-Start: the models named on the command line are loaded (the server reports ready once they are),
-repository models wait for their first request; then both listeners open.
+Start: under a memory budget the runtime is started first (see
+:meth:`~edgecore_serve.models.ModelRepository.warm_up`); the models named on the command line are
+loaded (the server reports ready once they are; one larger than the whole budget is logged and left
+unloaded), repository models wait for their first request; then both listeners open.
 
 Shutdown (SIGTERM or SIGINT): readiness turns false at once; both listeners close, so no new
 connection or RPC is accepted; every request already accepted is answered (uvicorn finishes the
@@ -78,6 +80,8 @@ def _uvicorn_server(app: Any, config: ServeConfig) -> Any:
 
 async def serve(config: ServeConfig) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code (0 after a clean shutdown)."""
+    from edgecore.errors import MemoryBudgetExceeded
+
     from edgecore_serve.grpc_app import build_grpc_server
     from edgecore_serve.http_app import build_app
     from edgecore_serve.models import ModelRepository
@@ -95,10 +99,15 @@ async def serve(config: ServeConfig) -> int:
     for name, source in config.models:
         repository.add(name, source)
     service = InferenceService(repository, limits=config.limits)
-    metrics = ServerMetrics()
+    metrics = ServerMetrics(repository)
     named = [repository.find(name) for name, _ in config.models]
+    if config.memory_budget:
+        await repository.warm_up()  # the runtime's own memory is the base, not the first model's
     for entry in named:
-        await repository.acquire(entry.name, entry.version)
+        try:
+            await repository.acquire(entry.name, entry.version)
+        except MemoryBudgetExceeded:  # logged; larger than the budget, the others are served
+            continue
         repository.release(entry)
     if not named and not repository.names():
         logger.warning("no models: name some, or give --model-repository")

@@ -168,6 +168,7 @@ class InferenceService:
         wanted = self._wanted(entry, request)
         timeout_ms = self.limits.request_timeout_ms
         future = engine.submit(feeds, timeout_ms=timeout_ms or None)
+        del engine  # an evicted engine must not outlive its close in this frame (its memory goes back then)
         waiter = asyncio.wrap_future(future)
         if timeout_ms:
             try:

@@ -2,7 +2,9 @@
 
 ``/metrics`` serves these after edgecore's engine exposition (:func:`edgecore.metrics.generate_latest`,
 imported when scraped): ``edgecore_server_requests_total{protocol,endpoint,code}`` (counter) and
-``edgecore_server_request_duration_us{protocol,endpoint}`` (histogram, µs).
+``edgecore_server_request_duration_us{protocol,endpoint}`` (histogram, µs); and, per model version
+of the repository, ``edgecore_server_model_loads_total``, ``edgecore_server_model_evictions_total``
+(counters) and ``edgecore_server_model_memory_bytes`` (gauge: measured at its load, 0 when unloaded).
 
 Concurrency: :meth:`ServerMetrics.observe` is called on the event loop's thread only (HTTP and gRPC
 share it), so it takes no lock; :meth:`text` runs there too.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from typing import Any
 
 __all__ = ["BUCKETS_US", "ServerMetrics", "endpoint_of", "exposition"]
 
@@ -42,7 +45,8 @@ def endpoint_of(path: str) -> str:
 
 
 class ServerMetrics:
-    def __init__(self) -> None:
+    def __init__(self, repository: Any = None) -> None:
+        self.repository = repository  # a ModelRepository, for the per-model series
         self._counts: dict[tuple[str, str, str], int] = {}
         self._hist: dict[tuple[str, str], list[float]] = {}  # bucket counts..., +Inf count, sum
 
@@ -77,7 +81,27 @@ class ServerMetrics:
             lines.append(f'edgecore_server_request_duration_us_bucket{{{labels},le="+Inf"}} {running}')
             lines.append(f"edgecore_server_request_duration_us_sum{{{labels}}} {hist[-1]:.1f}")
             lines.append(f"edgecore_server_request_duration_us_count{{{labels}}} {running}")
+        if self.repository is not None:
+            lines += self._model_lines()
         return "\n".join(lines) + "\n"
+
+    def _model_lines(self) -> list[str]:
+        versions = list(self.repository.all_versions())
+        series = (
+            ("loads_total", "counter", "Loads of the model version (lazy, explicit, or after an eviction).",
+             lambda v: v.loads),
+            ("evictions_total", "counter", "Unloads of the model version to stay within the memory budget.",
+             lambda v: v.evictions),
+            ("memory_bytes", "gauge", "Memory of the loaded model version (RSS growth at its load; 0 when unloaded).",
+             lambda v: v.memory_bytes if v.engine is not None else 0),
+        )
+        lines = []
+        for name, kind, doc, value in series:
+            lines += [f"# HELP edgecore_server_model_{name} {doc}", f"# TYPE edgecore_server_model_{name} {kind}"]
+            for v in versions:
+                model = v.name.replace("\\", "\\\\").replace('"', '\\"')
+                lines.append(f'edgecore_server_model_{name}{{model="{model}",version="{v.version}"}} {value(v)}')
+        return lines
 
 
 def exposition(server: ServerMetrics) -> bytes:

@@ -95,8 +95,11 @@ def test_repository_lazy_load_versions_index_and_unload(repository, start_server
 
 
 def test_memory_budget_serves_models_in_turn(repository, start_server):
-    # a budget no two of these models fit in: every switch of model evicts the one before
-    server = start_server(["--model-repository", str(repository), "--memory-budget", "1"])
+    # a budget no two of these models fit in (each holds at least its file: addsub 165 bytes, twice
+    # 98), though each fits alone: every switch of model evicts the one before
+    sizes = sorted(p.stat().st_size for p in repository.rglob("*.onnx"))
+    assert sizes[-1] < 170 < sizes[0] + sizes[1]
+    server = start_server(["--model-repository", str(repository), "--memory-budget", "170"])
     failures: list[str] = []
 
     def load(turns: int, module, url: str) -> None:
