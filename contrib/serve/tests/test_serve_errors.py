@@ -64,6 +64,19 @@ BAD_REQUESTS = {
                                          "disagree with shape"),
     "bad gzip": ("/v2/models/addsub/infer", b"not gzip at all", {"Content-Encoding": "gzip"}, 400, "decompress"),
     "body over the limit": ("/v2/models/addsub/infer", b"{}", {"Content-Length": str(1 << 30)}, 413, "limit"),
+    "too many elements": ("/v2/models/addsub/infer", _json_body(a_shape=(8192, 8192), a_data=[]), {}, 400,
+                          "more than the server's limit"),
+    "negative dimension": ("/v2/models/addsub/infer", _json_body(a_shape=(-1, 4)), {}, 400, "non-negative"),
+    "BYTES for an FP32 input": ("/v2/models/addsub/infer", _json_body(a_datatype="BYTES", a_data=["a", "b", "c", "d"]),
+                                {}, 400, "expected datatype FP32"),
+    "input without a shape": ("/v2/models/addsub/infer", json.dumps({"inputs": [{"name": "a", "datatype": "FP32",
+                                                                             "data": [1]}]}).encode(), {}, 400, "shape"),
+    "unknown output": ("/v2/models/addsub/infer",
+                       json.dumps({**json.loads(_json_body()), "outputs": [{"name": "nope"}]}).encode(), {}, 400,
+                       "no output 'nope'"),
+    "header length not a number": ("/v2/models/addsub/infer", _binary_body()[0],
+                                   {"Inference-Header-Content-Length": "twelve"}, 400,
+                                   "Inference-Header-Content-Length"),
     "unknown endpoint": ("/v2/models/addsub/explode", b"{}", {}, 404, "no endpoint"),
     "wrong method": ("/v2/health/live", b"{}", {}, 405, "not allowed"),
 }
@@ -139,6 +152,31 @@ def test_grpc_bad_requests_between_good_ones(server):
         bad.append((r, grpc.StatusCode.INVALID_ARGUMENT, "disagree with shape"))
         r = pb.ModelInferRequest(model_name="addsub", model_version="5")
         bad.append((r, grpc.StatusCode.NOT_FOUND, "unknown version"))
+        r = pb.ModelInferRequest(model_name="nope")
+        r.inputs.add(name="a", datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend([0, 1, 2, 3])
+        bad.append((r, grpc.StatusCode.NOT_FOUND, "unknown model 'nope'"))
+        r = pb.ModelInferRequest(model_name="addsub")  # INT32 for an FP32 input
+        for name in ("a", "b"):
+            r.inputs.add(name=name, datatype="INT32", shape=[1, 4]).contents.int_contents.extend([0, 1, 2, 3])
+        bad.append((r, grpc.StatusCode.INVALID_ARGUMENT, "expected datatype FP32"))
+        r = pb.ModelInferRequest(model_name="addsub")  # typed contents: 3 values for a [1, 4] shape
+        for name in ("a", "b"):
+            r.inputs.add(name=name, datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend([0, 1, 2])
+        bad.append((r, grpc.StatusCode.INVALID_ARGUMENT, "'a'"))
+        r = pb.ModelInferRequest(model_name="addsub")  # an input the model does not have
+        for name in ("a", "c"):
+            r.inputs.add(name=name, datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend([0, 1, 2, 3])
+        bad.append((r, grpc.StatusCode.INVALID_ARGUMENT, "no input 'c'"))
+        r = pb.ModelInferRequest(model_name="addsub")  # more elements than the server takes
+        r.inputs.add(name="a", datatype="FP32", shape=[8192, 8192])
+        bad.append((r, grpc.StatusCode.INVALID_ARGUMENT, "more than the server's limit"))
+        r = pb.ModelInferRequest(model_name="addsub")
+        bad.append((r, grpc.StatusCode.INVALID_ARGUMENT, "no inputs"))
+        r = pb.ModelInferRequest(model_name="addsub")  # an unknown datatype
+        for name in ("a", "b"):
+            r.inputs.add(name=name, datatype="FP8", shape=[1, 4])
+            r.raw_input_contents.append(A.tobytes())
+        bad.append((r, grpc.StatusCode.INVALID_ARGUMENT, "FP8"))
         for request, code, words in bad:
             good()
             with pytest.raises(grpc.RpcError) as info:
