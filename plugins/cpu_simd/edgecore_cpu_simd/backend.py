@@ -6,6 +6,12 @@ into an :class:`~edgecore_cpu_simd.compiled.OrtCompiledModel` (how requests run:
 are created by :mod:`edgecore_cpu_simd.session`, which also caps a budgeted session's working memory.
 Sessions log at severity 4 (fatal only): ONNX Runtime prints nothing to stderr, and its failures still
 reach the caller as exceptions.
+
+Memory (``CompileOptions.memory_mode``): "balanced" (the default) lets MLAS pre-pack weights (kept,
+for models with large weights, in the artifact cache: :mod:`edgecore_cpu_simd.artifacts`) and takes
+working memory from ONNX Runtime's arena; "min" turns pre-packing off (weights run as stored, mapped
+from the file) and the arena too unless a memory budget asks for its capped arena. What each costs
+in memory and speed is measured by ``benchmarks/memory_phases.py --memory-modes balanced,min``.
 """
 
 from __future__ import annotations
