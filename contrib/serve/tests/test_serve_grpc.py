@@ -64,6 +64,9 @@ def test_infer_fp32_and_int64_equal_engine_run(client, engines):
     tensor = grpcclient.InferInput("x", [2, 3], "INT64")
     tensor.set_data_from_numpy(x)
     np.testing.assert_array_equal(client.infer("twice", [tensor]).as_numpy("y"), engines["twice"].run({"x": x})["y"])
+    for algorithm in ("gzip", "deflate"):  # gRPC's own message compression
+        result = client.infer("twice", [tensor], compression_algorithm=algorithm)
+        np.testing.assert_array_equal(result.as_numpy("y"), engines["twice"].run({"x": x})["y"])
 
 
 def test_typed_contents(server, engines):

@@ -143,13 +143,28 @@ def test_async_client_concurrent_requests_share_batches(server, engines):
                     inputs.append(tensor)
                 return await client.infer("addsub", inputs)
 
-            return await asyncio.gather(*(one(a, b) for a, b in pairs))
+            results = await asyncio.gather(*(one(a, b) for a, b in pairs))
+            # compressed both ways, and an error as InferenceServerException with its status
+            a, b = pairs[0]
+            inputs = []
+            for name, value in (("a", a), ("b", b)):
+                tensor = aiohttpclient.InferInput(name, [1, 4], "FP32")
+                tensor.set_data_from_numpy(value)
+                inputs.append(tensor)
+            zipped = await client.infer("addsub", inputs, request_compression_algorithm="gzip",
+                                        response_compression_algorithm="gzip")
+            with pytest.raises(InferenceServerException) as info:
+                await client.infer("no_such_model", inputs)
+            assert info.value.status() == "404" and "no_such_model" in info.value.message()
+            return results, zipped
         finally:
             await client.close()
 
-    results = asyncio.run(main())
+    results, zipped = asyncio.run(main())
     for (a, b), result in zip(pairs, results):
         np.testing.assert_array_equal(result.as_numpy("sum"), engines["addsub"].run({"a": a, "b": b})["sum"])
+    a, b = pairs[0]
+    np.testing.assert_array_equal(zipped.as_numpy("sum"), engines["addsub"].run({"a": a, "b": b})["sum"])
 
 
 def test_statistics(client):

@@ -169,6 +169,7 @@ def test_three_models_over_budget_served_in_turn_under_load(repository, start_se
                    f"(model {footprint / 2**20:.0f} MiB, transient {transient / 2**20:.0f} MiB), the load peaked "
                    f"{peak / 2**20:.0f} MiB, after it {steady / 2**20:.0f} MiB; budget {BUDGET_MIB} MiB, "
                    f"slack {SLACK >> 20} MiB; {evictions} evictions")
+        print(figures)  # shown with -s, and on failure
         assert steady <= budget + SLACK, figures
         assert peak <= budget + transient + SLACK, figures
 
