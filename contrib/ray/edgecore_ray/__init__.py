@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Client", "deployment", "replica_stats"]
+__all__ = ["Client", "build", "deployment", "replica_stats"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("deployment", "replica_stats", "model_name"):
+    if name in ("build", "deployment", "replica_stats", "model_name"):
         from edgecore_ray import app
 
         return getattr(app, name)

@@ -1,5 +1,6 @@
-"""``edgecore_ray.deployment(...)``: a Ray Serve application whose replicas each hold an Engine, and
-:func:`replica_stats`, the per-replica counts the replicas report.
+"""``edgecore_ray.deployment(...)``: a Ray Serve application whose replicas each hold an Engine;
+:func:`build`, the same from a Ray Serve config file's ``args`` (``import_path:
+edgecore_ray.app:build``); and :func:`replica_stats`, the per-replica counts the replicas report.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from edgecore.errors import ConfigurationError
 
-__all__ = ["deployment", "model_name", "replica_stats"]
+__all__ = ["build", "deployment", "model_name", "replica_stats"]
 
 
 def model_name(model: Any) -> str:
@@ -132,6 +133,48 @@ def deployment(
         probe_timeout_s=probe_timeout_s,
         limits=limits or Limits(),
     )
+
+
+#: ``args`` keys of :func:`build` passed on to :func:`deployment` as they are.
+_BUILD_KEYS = frozenset({
+    "name", "num_replicas", "backend", "autoscaling_config", "router", "weights", "ray_actor_options",
+    "max_ongoing_requests", "health_check_period_s", "health_check_timeout_s", "probe_timeout_s",
+    "graceful_shutdown_timeout_s",
+})
+
+
+def build(args: Mapping[str, Any]) -> Any:
+    """A Ray Serve application builder for config files (``serve run config.yaml``)::
+
+        import_path: edgecore_ray.app:build
+        args: {model: zoo:digits_cnn, num_replicas: 2, router: weighted, weights: [3, 1],
+               engine: {max_batch_size: 8}, limits: {max_body_bytes: 67108864}}
+
+    ``model`` is required; ``engine`` holds :class:`~edgecore.EngineConfig` fields (dynamic batching
+    on unless it says otherwise), ``limits`` those of :class:`edgecore_serve.protocol.Limits`; every
+    other key is a :func:`deployment` keyword.
+    """
+    import attrs
+
+    from edgecore import EngineConfig
+    from edgecore_serve.protocol.tensors import Limits
+
+    args = dict(args)
+    if "model" not in args:
+        raise ConfigurationError("the application's args need model: PATH or zoo:NAME")
+    model = args.pop("model")
+    engine = {"enable_dynamic_batching": True, **dict(args.pop("engine", None) or {})}
+    limits = dict(args.pop("limits", None) or {})
+    unknown = sorted(set(args) - _BUILD_KEYS)
+    for given, cls in ((engine, EngineConfig), (limits, Limits)):
+        fields = {f.name for f in attrs.fields(cls)}
+        unknown += [f"{'engine' if cls is EngineConfig else 'limits'}.{k}" for k in sorted(set(given) - fields)]
+    if unknown:
+        raise ConfigurationError(
+            f"unknown key(s) in the application's args: {', '.join(unknown)}; expected model, engine "
+            f"(EngineConfig fields), limits (Limits fields) and {', '.join(sorted(_BUILD_KEYS))}"
+        )
+    return deployment(model, engine_config=EngineConfig(**engine), limits=Limits(**limits), **args)
 
 
 def replica_stats(handle: Any, *, replicas: int, attempts: int = 200, timeout_s: float = 10.0) -> list[dict[str, Any]]:

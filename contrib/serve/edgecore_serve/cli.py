@@ -1,6 +1,9 @@
 """``edgecore serve``: the command, added to the ``edgecore`` CLI through the
 ``edgecore_cli_commands`` hook (see :mod:`edgecore_serve.plugin`). Heavy imports wait until it runs,
 so ``edgecore --help`` stays fast.
+
+``--ray`` serves one model on Ray Serve instead (needs ``edgecore-ray``): ``--replicas`` replicas,
+each holding its own engine, behind Ray's HTTP proxy speaking the same KServe v2 HTTP protocol.
 """
 
 from __future__ import annotations
@@ -22,6 +25,13 @@ def _size(text: str) -> int:
         return parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _weights(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected weights as numbers separated by commas (3,1), got {text!r}") from None
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -56,6 +66,17 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--request-timeout-ms", type=float, default=0.0, help="per-request timeout (0: none)")
     p.add_argument("--shutdown-grace-s", type=float, default=30.0,
                    help="on SIGTERM, longest wait for accepted requests to be answered")
+    ray = p.add_argument_group("Ray Serve (--ray, needs edgecore-ray; HTTP only, one MODEL)")
+    ray.add_argument("--ray", action="store_true",
+                     help="serve on Ray Serve: replicas each holding an engine, KServe v2 HTTP on Ray's proxy")
+    ray.add_argument("--replicas", type=int, default=2, help="replicas (default 2)")
+    ray.add_argument("--router", default="power_of_two", choices=("power_of_two", "round_robin", "weighted"),
+                     help="how requests are spread over replicas (default: Ray's power of two choices)")
+    ray.add_argument("--weights", type=_weights, default=None, metavar="W0,W1,...",
+                     help="with --router weighted: one weight per replica, e.g. 3,1")
+    ray.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica (default 1)")
+    ray.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                     help="join this Ray cluster (auto, ray://host:10001); default: start a local one")
     p.set_defaults(func=run_command)
     return p
 
@@ -100,8 +121,43 @@ def run_command(args: argparse.Namespace) -> int:
 
     from edgecore_serve.server import run
 
+    if args.ray:
+        return run_ray(args)
     if not args.models and args.model_repository is None:
         raise ConfigurationError("edgecore serve needs at least one MODEL or --model-repository DIR")
     if args.model_repository is not None and not args.model_repository.is_dir():
         raise ConfigurationError(f"--model-repository {args.model_repository} is not a folder")
     return run(config_from_args(args))
+
+
+def run_ray(args: argparse.Namespace) -> int:
+    """``edgecore serve MODEL --ray``: one model on Ray Serve until SIGINT/SIGTERM."""
+    from edgecore.errors import ConfigurationError
+
+    refused = [flag for flag, given in (
+        ("--model-repository", args.model_repository is not None),
+        ("--memory-budget", bool(args.memory_budget)),
+        (f"--auth-token (or ${TOKEN_ENV})", bool(args.auth_token or os.environ.get(TOKEN_ENV))),
+    ) if given]
+    if refused:
+        raise ConfigurationError(f"{', '.join(refused)} cannot be used with --ray (one model, HTTP on Ray's proxy)")
+    if len(args.models) != 1:
+        raise ConfigurationError(f"--ray serves exactly one MODEL, got {len(args.models)}")
+    try:
+        import edgecore_ray
+        from edgecore_ray.launch import serve_forever
+    except ImportError as exc:
+        raise ConfigurationError(f"--ray needs edgecore-ray (pip install edgecore-ray): {exc}") from None
+    config = config_from_args(args)
+    (name, source), = config.models
+    app = edgecore_ray.deployment(
+        source, name=name, num_replicas=args.replicas, router=args.router, weights=args.weights,
+        engine_config=config.engine, limits=config.limits, ray_actor_options={"num_cpus": args.replica_cpus},
+    )
+
+    def ready() -> None:
+        print(f"serving {name} on Ray Serve: {args.replicas} replicas, router {args.router}; "
+              f"KServe v2 at http://{config.host}:{config.http_port}/v2/models/{name} (Ctrl-C stops)", flush=True)
+
+    return serve_forever(app, name=name, host=config.host, port=config.http_port, address=args.ray_address,
+                         on_ready=ready)
