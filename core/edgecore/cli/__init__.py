@@ -25,6 +25,7 @@ COMMANDS: tuple[str, ...] = (
     "edgecore.cli.zoo",
     "edgecore.cli.trace",
     "edgecore.cli.bench",
+    "edgecore.cli.tune",
 )
 
 
