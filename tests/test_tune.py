@@ -84,7 +84,8 @@ def test_tight_budgets_reject_for_accuracy_and_memory_with_the_reason(tmp_path, 
 
     out = tmp_path / "tuned"
     code = main(["tune", "zoo:digits_cnn", "--time-limit", "15s", "--budget", "1e-9", "--memory-budget", "1kB",
-                 "--backends", "cpu_simd", "--precisions", "fp32,int8", "--pass-option", "int8.fallback=false", "--threads", "0,1", "-o", str(out),
+                 "--backends", "cpu_simd", "--precisions", "fp32,int8", "--pass-option", "int8.fallback=false",
+                 "--threads", "0,1", "-o", str(out),
                  "--cache-dir", str(tmp_path / "cache"), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 1 and report["chosen"] is None  # nothing fits in a kilobyte

@@ -169,29 +169,33 @@ def measure_group(
     quiet = False
     settings, sizes = _blocks_for(sides, feeds, settings)
     cap_ns = int(settings.duration_s / 3 * 2 * 1e9)  # a block that runs slower than it sized itself stops early
-    for attempt in range(repeats + 1):
+    attempt = 0
+    while attempt <= repeats:
         for side in sides:  # warm-up, unmeasured
             for _ in range(settings.warmup):
                 side.run(feeds[side.name])
+        monitor.sample()  # closes the window of the warm-up; the measurement's own windows follow
         since = monitor.windows
-        monitor.sample()
         try:
             measured = {name: _with_samples(m, by_key[name].samples_per_query)
                         for name, m in loops.measure(sides, block, settings).items()}
-        except EdgecoreError as exc:  # a runtime failed mid-measurement: drop it, measure the rest
-            failed = [s for s in sides if not _runs(s, feeds[s.name])]
+        except Exception as exc:  # a runtime failed mid-measurement: drop it, measure the rest again
+            failed = [s for s in sides if not _runs(s, feeds[s.name])] or sides
             for side in failed:
-                on_failure(next(c for c in group if c.key == side.name), str(exc))
+                on_failure(by_key[side.name], str(exc) if isinstance(exc, EdgecoreError)
+                           else f"{type(exc).__name__}: {exc}")
             sides = [s for s in sides if s not in failed]
             if not sides:
                 return {}
             continue
         monitor.sample()
-        quiet = bool(monitor.summary(since=since).get("quiet"))
+        # this group's own windows decide: a machine busy when the search began may have calmed down
+        quiet = not monitor.summary(since=since)["during"]["busy_windows"]
         if quiet:
             break
         if attempt < repeats:
             logger.info("tune: the machine was busy while measuring %s; measuring again", [s.name for s in sides])
+        attempt += 1
     anchor = score(measured[sides[0].name], objective)
     out = {}
     for side in sides:
@@ -224,7 +228,9 @@ def _blocks_for(sides: Sequence[loops.Side], feeds: Mapping[str, Mapping[str, np
         sizes[side.name] = int(min(5000, max(3, wanted / max(float(np.median(took)), 1e-7))))
     shortest = min(sizes.values())
     drop = min(settings.block_drop, max(1, shortest // 6))
-    return attrs.evolve(settings, block_size=shortest, block_drop=drop, min_queries=min(settings.min_queries, 3 * shortest)), sizes
+    kept = attrs.evolve(settings, block_size=shortest, block_drop=drop,
+                        min_queries=min(settings.min_queries, 3 * shortest))
+    return kept, sizes
 
 
 def _sequential_capped(side: loops.Side, feeds: Mapping[str, np.ndarray], n: int, cap_ns: int) -> loops.Block:

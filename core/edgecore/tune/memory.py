@@ -68,7 +68,8 @@ def child_main(spec: Mapping[str, Any]) -> None:
     _trim()
     before, how = read_pss_mb()
     engine = Engine(config, plugin_manager=pm).load(spec["model"])
-    feeds = random_feeds(engine.inputs, batch=int(spec.get("batch", 1)), seed=0, sequence=int(spec.get("sequence", 128)))
+    feeds = random_feeds(engine.inputs, batch=int(spec.get("batch", 1)), seed=0,
+                         sequence=int(spec.get("sequence", 128)))
     for _ in range(int(spec.get("queries", 3))):
         engine.run(feeds)
     _trim()

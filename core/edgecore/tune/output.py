@@ -137,8 +137,8 @@ def export_model(source: str | None, graph: Any, destination: Path) -> Path:
     return save_proto(onnx.load(source), destination)
 
 
-def bench_report(entry: Entry, figures: Figures, *, objective: str, machine: Mapping[str, Any], model: Mapping[str, Any],
-                 settings: TuneSettings) -> dict[str, Any]:
+def bench_report(entry: Entry, figures: Figures, *, objective: str, machine: Mapping[str, Any],
+                 model: Mapping[str, Any], settings: TuneSettings) -> dict[str, Any]:
     """A harness JSON report (``edgecore.bench/1``) of ``entry``'s figures from the final measurement,
     so that ``bench --compare`` can judge the gain with its noise."""
     from edgecore.bench.coldstart import config_fields
@@ -157,7 +157,8 @@ def bench_report(entry: Entry, figures: Figures, *, objective: str, machine: Map
     from edgecore.config import EngineConfig
 
     report = BenchReport(
-        model=model, backend=entry.candidate.backend, config=config_fields(entry.candidate.engine_config(EngineConfig())),
+        model=model, backend=entry.candidate.backend,
+        config=config_fields(entry.candidate.engine_config(EngineConfig())),
         settings=settings.to_json(), method={"tune": "interleaved blocks against the other finalists and defaults"},
         machine=machine, results=(result,),
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -80,8 +80,9 @@ def _summary(outcome: SearchOutcome, settings: TuneSettings, gain: Mapping[str, 
     if chosen is None:
         lines.append(f"- **nothing chosen**: {describe_failure(outcome)}")
     else:
-        lines.append(f"- **chosen: {chosen.candidate.key}** (accuracy loss {chosen.loss if chosen.loss is not None else '-'}"
-                     f" {chosen.metric}, memory {chosen.memory_mb if chosen.memory_mb is not None else '-'} MB)")
+        loss = f"{chosen.loss:.3g} {chosen.metric}".strip() if chosen.loss is not None else "-"
+        memory = f"{chosen.memory_mb:.1f} MB" if chosen.memory_mb is not None else "not measured"
+        lines.append(f"- **chosen: {chosen.candidate.key}** (accuracy loss {loss}, memory {memory})")
     if gain and gain.get("change") is not None:
         factor = gain["tuned"] / gain["default"] if gain["default"] else float("nan")
         lines.append(f"- against the best default ({gain['against']}): {gain['figure']} {gain['default']:.4g} -> "
