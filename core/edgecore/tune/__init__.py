@@ -118,7 +118,10 @@ def tune(
     machine["load"] = dict(outcome.load)
     from edgecore.tune.write import write_outputs
 
-    return write_outputs(outcome, graph=graph, model=model, settings=settings, output=output, machine=machine)
+    chosen = outcome.chosen
+    chosen_file = artifact_path(chosen.candidate, outcome.artifacts[chosen.artifact_key]) if chosen else None
+    return write_outputs(outcome, graph=graph, model=model, settings=settings, output=output, machine=machine,
+                         chosen_file=chosen_file)
 
 
 def _source_path(model: Any) -> str | None:

@@ -124,8 +124,8 @@ def from_tuned(path: str | Path, *, plugin_manager: Any = None, **overrides: Any
 
 
 def export_model(source: str | None, graph: Any, destination: Path) -> Path:
-    """The chosen model at ``destination``: an artifact file (with its external data) re-saved under
-    the new name, or ``graph`` (the model as given) saved."""
+    """The chosen model at ``destination``: the model file ``source`` (its external data loaded) re-saved
+    under the new name, or ``graph`` saved when there is no file."""
     from edgecore.tune.artifacts import save_graph, save_proto
 
     for stale in (destination, destination.with_name(destination.name + ".data")):

@@ -138,7 +138,11 @@ def write_pareto(outcome: SearchOutcome, destination: str | Path, objective: str
             ax.scatter([points[i][0]], [points[i][1]], s=220, facecolors="none", edgecolors="tab:red",
                        linewidths=2, label="chosen", zorder=4)
     ax.set_xlabel("ms per sample (lower is better)" if objective == "throughput" else "p50 latency, ms")
-    ax.set_ylabel("accuracy loss (" + (measured[0].metric or "vs the original") + ")")
+    metric = next((e.metric for e in measured if e.metric), "vs the original")
+    ax.set_ylabel(f"accuracy loss ({metric})")
+    finite = [x for x, _ in points if math.isfinite(x) and x > 0]
+    if finite and max(finite) / min(finite) > 20:
+        ax.set_xscale("log")
     ax.set_title("edgecore tune: candidates (x = rejected)")
     ax.legend(fontsize=8, loc="best")
     path = Path(destination)

@@ -94,8 +94,10 @@ def _summary(outcome: SearchOutcome, settings: TuneSettings, gain: Mapping[str, 
 
 def write_outputs(
     outcome: SearchOutcome, *, graph: Graph, model: Any, settings: TuneSettings, output: str | Path | None,
-    machine: Mapping[str, Any],
+    machine: Mapping[str, Any], chosen_file: str | None,
 ) -> TuneResult:
+    """Write ``output`` (None: nothing) and return the result; ``chosen_file`` is the model file the
+    chosen candidate ran (re-saved as ``model.onnx`` with its weights)."""
     from edgecore.tune.result import TuneResult
 
     folder = Path(output) if output is not None else None
@@ -125,9 +127,7 @@ def write_outputs(
     }
     if folder is not None:
         if chosen is not None:
-            artifact = outcome.artifacts[chosen.artifact_key]
-            source = artifact.path
-            files["model"] = export_model(source, graph, folder / MODEL)
+            files["model"] = export_model(chosen_file, graph, folder / MODEL)
             files["toml"] = write_toml(
                 folder / TOML, {"model": MODEL},
                 {"engine": engine_fields(config),
