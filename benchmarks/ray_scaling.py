@@ -11,9 +11,9 @@ each with its own ``tritonclient.http`` client sending binary tensors to Ray's p
 * ``replicas_1``: 1 replica, Ray's default router (power of two choices);
 * ``power_of_two``, ``round_robin``, ``weighted`` (``--weights``): 2 replicas, that router.
 
-Reported per phase: requests per second, client-side p50/p99 latency, failed requests, and each
-replica's share of the phase's requests as the replicas count them themselves
-(``replica_stats``, before and after). ``scaling`` = 2-replica (power of two) RPS / 1-replica RPS.
+Reported per phase: requests per second, client-side p50/p99 latency, failed requests, and per
+replica its share of the phase's requests and its average dynamic batch, as the replicas count them
+themselves (``replica_stats``, before and after; health-check probes add a few one-item runs). ``scaling`` = 2-replica (power of two) RPS / 1-replica RPS.
 The clients and Ray's proxy run on the same cores as the replicas: on a 2-core machine they take
 their part, so the scaling figure is what this box gives, not what two machines would.
 
@@ -98,10 +98,13 @@ def phase(name: str, model: Path, served: str, feeds: dict, args: argparse.Names
         result = closed_loop(make_call, args.clients, args.seconds, args.max_requests)
         summary = monitor.summary(since)
         after = _counts(handle, replicas)
-        served_by = {rid: row["requests"] - before.get(rid, {"requests": 0})["requests"] for rid, row in after.items()}
+        zero = {"requests": 0, "items": 0, "executions": 0}
+        delta = {rid: {k: row[k] - before.get(rid, zero)[k] for k in zero} for rid, row in after.items()}
+        served_by = {rid: d["requests"] for rid, d in delta.items()}
         total = sum(served_by.values()) or 1
         result["replicas"] = [
-            {"rank": after[rid]["rank"], "weight": after[rid]["weight"], "requests": n, "share": n / total}
+            {"rank": after[rid]["rank"], "weight": after[rid]["weight"], "requests": n, "share": n / total,
+             "average_batch": delta[rid]["items"] / delta[rid]["executions"] if delta[rid]["executions"] else None}
             for rid, n in sorted(served_by.items(), key=lambda kv: after[kv[0]]["rank"])
         ]
         result.update(replica_count=replicas, router=router, weights=list(weights) if weights else None,
@@ -192,7 +195,8 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2))
     for name, p in phases.items():
-        shares = ", ".join(f"rank {r['rank']} {r['share']:.0%}" for r in p["replicas"])
+        shares = ", ".join(f"rank {r['rank']} {r['share']:.0%} (batch {r['average_batch'] or 0:.1f})"
+                           for r in p["replicas"])
         print(f"{name}: {p['rps']:.0f} rps, p50 {p['p50_ms'] or 0:.1f} ms, p99 {p['p99_ms'] or 0:.1f} ms, "
               f"failed {p['failed']}; {shares}")
     if report["scaling"]:

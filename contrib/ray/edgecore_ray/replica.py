@@ -141,11 +141,15 @@ class EdgecoreReplica:
     async def replica_stats(self) -> dict[str, Any]:
         """What this replica served, counted here: ``replica`` (its id), ``rank``, ``weight``,
         ``requests`` (inference requests over both paths), ``failures``, ``probes`` (health-check
-        inferences), ``backend``."""
-        entry = self.entry
+        inferences), ``backend``, and the engine's batching: ``items`` run in ``executions`` runtime
+        calls (so far, probes included; ``items / executions`` is the average dynamic batch)."""
+        entry, engine = self.entry, self.entry.engine
+        stats = engine.stats() if engine is not None else None
         return {"replica": self.replica, "rank": self.rank, "weight": self.weight,
                 "requests": entry.success[0] + entry.fail[0], "failures": entry.fail[0], "probes": self.probes,
-                "backend": entry.engine.backend if entry.engine is not None else ""}
+                "backend": engine.backend if engine is not None else "",
+                "items": sum(k * v for k, v in stats.batch_size_histogram.items()) if stats else 0,
+                "executions": stats.total_executions if stats else 0}
 
     async def wedge(self, seconds: float) -> str:
         """Fault injection: every inference here hangs for ``seconds``. Returns this replica's id."""
