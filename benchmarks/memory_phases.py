@@ -21,13 +21,17 @@ available backend (cpu_simd, openvino) the script starts fresh interpreters of i
   runtime optimize it, as before issue 12), the first start (empty cache: builds the artifacts) and
   the cached start, alternated; and whether the cached start imported onnx / onnx_ir.
 
+* with ``--baseline-tree DIR`` (edgecore's ``core/`` and ``plugins/`` before issue 12, put ahead of
+  the installed packages on ``PYTHONPATH``): the same phases and cold start of that code, **before**,
+  in the same run, so that kept memory, load time and cold start are compared with it as ratios.
+
 The model files are prepared once under ``--work`` (zoo export; int8 = ``Engine.optimize`` with the
 ``int8`` preset on that backend, written with its weights inline, as ``model_comparison.py`` does),
 outside every measured process. Ratios are taken inside one run; the machine's load is recorded
 (``_common``) and a busy run says ``quiet: false``.
 
     python benchmarks/memory_phases.py [--models mobilenet_v2:int8,...] [--backends cpu_simd,openvino]
-                                       [--repeats 3] [--work DIR] [--out FILE]
+                                       [--repeats 3] [--work DIR] [--out FILE] [--baseline-tree DIR]
 
 Writes benchmarks/results/memory_phases.json (``--out`` elsewhere for a smoke run).
 """
@@ -119,6 +123,9 @@ def _reset_peak_rss() -> bool:
 def _config(job: dict, precache: bool = False) -> Any:
     from edgecore import EngineConfig
 
+    if job.get("before"):  # the code before issue 12 (--baseline-tree): its own defaults, no cache settings
+        return EngineConfig(backend=job["backend"])
+
     custom = dict(job.get("custom_options", {}))
     if precache:
         custom.update(PRECACHE.get(job["backend"], {}))
@@ -145,7 +152,7 @@ def child_phases(job: dict) -> dict:
         started = time.perf_counter()
         from edgecore.graph import Graph
 
-        graph = Graph.load(job["model"], cache_dir=job["cache_dir"])
+        graph = Graph.load(job["model"]) if job.get("before") else Graph.load(job["model"], cache_dir=job["cache_dir"])
         times["load_s"] = time.perf_counter() - started
         phases["load"] = smaps()
         started = time.perf_counter()
@@ -176,17 +183,21 @@ def child_phases(job: dict) -> dict:
         "compiled_from": getattr(engine.compiled, "model_source", None),
         "imported": {m: m in sys.modules for m in ("onnx", "onnx_ir")},
     }
-    if job.get("latency"):
+    if job.get("latency") and not job.get("before"):
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from _common import interleaved
 
-        precache = edgecore.Engine(_config(job, precache=True)).load(job["model"])
-        calls = job.get("calls", 20)
-        result["latency"] = interleaved(
-            {"precache": lambda: precache.run(feeds), "cached": lambda: engine.run(feeds)},
-            blocks=job.get("blocks", 6), calls=calls, drop=max(1, calls // 10),
-        )
-        precache.close()
+        try:  # e.g. a backend whose option for turning its cache off changed (PRECACHE)
+            precache = edgecore.Engine(_config(job, precache=True)).load(job["model"])
+        except Exception as exc:
+            result["latency"] = {"error": f"{type(exc).__name__}: {exc}"}
+        else:
+            calls = job.get("calls", 20)
+            result["latency"] = interleaved(
+                {"precache": lambda: precache.run(feeds), "cached": lambda: engine.run(feeds)},
+                blocks=job.get("blocks", 6), calls=calls, drop=max(1, calls // 10),
+            )
+            precache.close()
     engine.close()
     return result
 
@@ -217,11 +228,21 @@ def _spawn(job: dict, env: dict) -> tuple[dict, float]:
     return json.loads(done.stdout.strip().splitlines()[-1]), spawned
 
 
-def _env(cache: Path) -> dict:
+def _env(cache: Path, before: Path | None = None) -> dict:
+    """The child's environment: caches in ``cache``; with ``before``, the edgecore packages of that
+    source tree ahead of the installed ones."""
     env = dict(os.environ)
     env["EDGECORE_CACHE_DIR"] = str(cache)
     env["EDGECORE_OPENVINO_CACHE_DIR"] = str(cache / "openvino")
+    if before is not None:
+        trees = [before / "core", *(before / "plugins" / name for name in ("cpu_simd", "openvino_npu"))]
+        env["PYTHONPATH"] = os.pathsep.join([*map(str, trees), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
+
+
+def _clear(cache: Path) -> None:
+    for path in cache.iterdir():
+        subprocess.run(["rm", "-rf", str(path)], check=True)
 
 
 def prepare(name: str, precision: str, backend: str, work: Path) -> Path:
@@ -268,11 +289,14 @@ def _summary(runs: list[dict]) -> dict:
 def measure(model: Path, backend: str, args: argparse.Namespace, memory_mode: str) -> dict:
     cache = Path(tempfile.mkdtemp(prefix="memory-phases-", dir=args.work))
     job = {"backend": backend, "model": str(model), "cache_dir": str(cache), "memory_mode": memory_mode}
-    firsts, seconds = [], []
+    firsts, seconds, befores = [], [], []
     try:
         for repeat in range(args.repeats):
-            for path in cache.iterdir():  # an empty cache for every first start
-                subprocess.run(["rm", "-rf", str(path)], check=True)
+            if args.baseline_tree is not None:
+                _clear(cache)
+                before, _ = _spawn({**job, "kind": "phases", "before": True}, _env(cache, args.baseline_tree))
+                befores.append(before)
+            _clear(cache)  # an empty cache for every first start
             first, _ = _spawn({**job, "kind": "phases"}, _env(cache))
             second, _ = _spawn({**job, "kind": "phases", "latency": repeat == 0, "calls": args.calls}, _env(cache))
             firsts.append(first)
@@ -280,27 +304,36 @@ def measure(model: Path, backend: str, args: argparse.Namespace, memory_mode: st
     finally:
         subprocess.run(["rm", "-rf", str(cache)], check=True)
     load = lambda r: r["times_s"]["load_s"] + r["times_s"]["compile_s"]  # noqa: E731
+    before = {}
+    if befores:
+        before = {
+            "before": _summary(befores),
+            "second_over_before_load_time": _median([load(s) / load(b) for b, s in zip(befores, seconds)]),
+        }
     return {
+        **before,
         "first_start": _summary(firsts),
         "second_start": _summary(seconds),
         "second_over_first_load_time": _median([load(s) / load(f) for f, s in zip(firsts, seconds)]),
         "latency": seconds[0].get("latency"),
-        "runs": {"first_start": firsts, "second_start": seconds},
+        "runs": {"before": befores, "first_start": firsts, "second_start": seconds},
     }
 
 
 def cold_start(model: Path, backend: str, args: argparse.Namespace) -> dict:
     cache = Path(tempfile.mkdtemp(prefix="memory-cold-", dir=args.work))
     job = {"kind": "cold", "backend": backend, "model": str(model), "cache_dir": str(cache)}
-    precache, first, cached, imported = [], [], [], {}
+    before, precache, first, cached, imported = [], [], [], [], {}
     try:
         for _ in range(args.repeats):
-            for path in cache.iterdir():
-                subprocess.run(["rm", "-rf", str(path)], check=True)
+            if args.baseline_tree is not None:
+                _clear(cache)
+                result, spawned = _spawn({**job, "before": True}, _env(cache, args.baseline_tree))
+                before.append(result["first_output_unix"] - spawned)
+            _clear(cache)
             result, spawned = _spawn({**job, "precache": True}, _env(cache))
             precache.append(result["first_output_unix"] - spawned)
-            for path in cache.iterdir():
-                subprocess.run(["rm", "-rf", str(path)], check=True)
+            _clear(cache)
             result, spawned = _spawn(job, _env(cache))
             first.append(result["first_output_unix"] - spawned)
             result, spawned = _spawn(job, _env(cache))
@@ -311,13 +344,15 @@ def cold_start(model: Path, backend: str, args: argparse.Namespace) -> dict:
     return {
         "model": model.name,
         "backend": backend,
+        "before_start_s": _median(before),
+        "cached_over_before": _median([c / b for b, c in zip(before, cached)]) if before else None,
         "precache_start_s": _median(precache),
         "first_start_s": _median(first),
         "cached_start_s": _median(cached),
         "cached_over_precache": _median([c / p for p, c in zip(precache, cached)]),
         "cached_over_first": _median([c / f for f, c in zip(first, cached)]),
         "cached_start_imported": imported,
-        "runs_s": {"precache_start": precache, "first_start": first, "cached_start": cached},
+        "runs_s": {"before_start": before, "precache_start": precache, "first_start": first, "cached_start": cached},
     }
 
 
@@ -349,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for the prepared model files (kept: reused by the next run)")
     parser.add_argument("--out", type=Path, default=RESULTS / "memory_phases.json")
     parser.add_argument("--prepare-only", action="store_true", help="only write the model files into --work")
+    parser.add_argument("--baseline-tree", type=Path, default=None,
+                        help="a source tree of edgecore before issue 12 (core/, plugins/): its start and memory "
+                             "measured in the same run, e.g. from: git archive f3861a9 core plugins | tar -x -C DIR")
     args = parser.parse_args(argv)
     if args.child:
         job = json.loads(args.child)
@@ -405,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "method": __doc__,
         "settings": {"sequence": SEQUENCE, "warmup_runs": WARMUP, "repeats": args.repeats, "batch": 1,
-                     "precache_options": PRECACHE},
+                     "precache_options": PRECACHE, "baseline_tree": str(args.baseline_tree or "")},
         "rows": rows,
         "cold_start": cold,
         "machine": machine(),
@@ -424,10 +462,13 @@ def _print(rows: list[dict], cold: list[dict]) -> None:
         if "error" in row:
             print(f"{row['model']} {row['precision']} | {row['backend']} | {row['memory_mode']} | failed: {row['error']}")
             continue
-        for start in ("first_start", "second_start"):
+        for start in ("before", "first_start", "second_start"):
+            if start not in row:
+                continue
             s = row[start]
             steady, peak = s["growth_mb"]["steady"], s["peak_growth_mb"]
-            latency = row["latency"]["ratio"]["cached"] if start == "second_start" and row["latency"] else None
+            latency = (row["latency"].get("ratio", {}).get("cached") or row["latency"].get("error")
+                       if start == "second_start" and row["latency"] else None)
             print(" | ".join(str(v) for v in (
                 f"{row['model']} {row['precision']}", row["backend"], row["memory_mode"], start,
                 steady["pss"], steady["pss_anon"], steady["pss_file"], peak["pss"],
@@ -438,7 +479,8 @@ def _print(rows: list[dict], cold: list[dict]) -> None:
         if "error" in c:
             print(f"cold start {c['model']} on {c['backend']}: failed: {c['error']}")
             continue
-        print(f"cold start {c['model']} on {c['backend']}: pre-cache configuration {c['precache_start_s']} s, first "
+        print(f"cold start {c['model']} on {c['backend']}: before issue 12 {c['before_start_s']} s "
+              f"(cached / before {c['cached_over_before']}), pre-cache configuration {c['precache_start_s']} s, first "
               f"{c['first_start_s']} s, cached {c['cached_start_s']} s (cached / pre-cache {c['cached_over_precache']}, "
               f"cached / first {c['cached_over_first']}); cached start imported {c['cached_start_imported']}")
 
