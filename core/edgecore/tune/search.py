@@ -198,6 +198,10 @@ def search(
                 reason = str(exc) if isinstance(exc, EdgecoreError) else f"{type(exc).__name__}: {exc}"
                 rejections.append(Rejection(what=what, stage="build", reason=reason))
                 continue
+            if precision == "bf16" and artifact.loss == 0.0:  # bit-identical: the backend ignores the hint
+                rejections.append(Rejection(what=what, stage="precision", reason=(
+                    "outputs identical to fp32 on the samples: the backend ignores the bf16 precision hint here")))
+                continue
             artifacts[artifact.key] = artifact
             made = [Entry(candidate=c, artifact_key=artifact.key, loss=artifact.loss, metric=artifact.metric)
                     for c in _candidates(backend, precision, settings, threads, batches, cores)]
