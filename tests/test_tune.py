@@ -95,3 +95,15 @@ def test_tight_budgets_reject_for_accuracy_and_memory_with_the_reason(tmp_path, 
     text = (out / "report.md").read_text()
     assert stages["accuracy"].split(":")[0] in text and "over the memory budget" in text
     assert not (out / "edgecore.toml").exists()
+
+    # a rerun on the same cache continues: built models are read back, eliminated candidates stay out
+    import edgecore.tune
+
+    again = edgecore.tune("zoo:digits_cnn", time_limit="15s", budget=1e-9, memory_budget="1kB", backends="cpu_simd",
+                          precisions="fp32,int8", threads=(0, 1), pass_options={"int8": {"fallback": False}},
+                          output=None, cache_dir=tmp_path / "cache")
+    assert again.outcome.resumed
+    eliminated = [c["key"] for c in report["candidates"] if c["stage"] == "halving" and "round" in c["reason"]]
+    carried = {e.candidate.key: e.reason for e in again.outcome.entries}
+    assert eliminated and all("earlier run" in carried[key] for key in eliminated)
+    assert all(a.seconds == report["artifacts"][k]["seconds"] for k, a in again.outcome.artifacts.items())
