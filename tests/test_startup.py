@@ -60,25 +60,26 @@ _CACHED_START = """
 import json, sys
 import numpy as np
 from edgecore import Engine, EngineConfig
-engine = Engine(EngineConfig(backend="cpu_simd", num_threads=1, cache_dir={cache!r})).load({model!r})
+engine = Engine(EngineConfig(backend={backend!r}, num_threads=1, cache_dir={cache!r})).load({model!r})
 y = engine.run({{"x": np.linspace(-1, 1, 256, dtype=np.float32).reshape(1, 256)}})["y"]
 print(json.dumps({{"heavy": sorted(m for m in ("onnx", "onnx_ir", "sympy") if m in sys.modules), "y": y.tolist()}}))
 """
 
 
-def _start(model, cache) -> dict:
-    script = _CACHED_START.format(cache=str(cache), model=str(model))
+def _start(model, cache, backend: str) -> dict:
+    script = _CACHED_START.format(cache=str(cache), model=str(model), backend=backend)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_a_model_in_the_artifact_cache_starts_without_onnx(tmp_path):
+@pytest.mark.parametrize("backend, plugin", [("cpu_simd", "edgecore_cpu_simd"), ("openvino", "edgecore_openvino_npu")])
+def test_a_model_in_the_artifact_cache_starts_without_onnx(tmp_path, backend, plugin):
     """A second start of an unchanged model file takes its specs, fingerprint and operators from the
     cached metadata and its compiled artifact from the cache: neither onnx nor onnx_ir is imported,
     and the output equals raw onnxruntime's on the original file. A changed file is read again."""
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
-    pytest.importorskip("edgecore_cpu_simd", reason="edgecore-cpu-simd is not installed")
+    pytest.importorskip(plugin, reason=f"{plugin} is not installed")
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -98,10 +99,10 @@ def test_a_model_in_the_artifact_cache_starts_without_onnx(tmp_path):
     expected = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     cache = tmp_path / "cache"
 
-    first = _start(model, cache)
+    first = _start(model, cache, backend)
     assert "onnx" in first["heavy"]  # the first start reads and checks the model
-    second = _start(model, cache)
+    second = _start(model, cache, backend)
     assert second["heavy"] == []
     np.testing.assert_allclose(np.array(second["y"], np.float32), expected, rtol=1e-4, atol=1e-5)
     model.write_bytes(model.read_bytes())  # same content, a new file identity: not trusted blindly
-    assert "onnx" in _start(model, cache)["heavy"]
+    assert "onnx" in _start(model, cache, backend)["heavy"]

@@ -669,6 +669,27 @@ class Graph:
 
         return {(node.domain or "", node.op_type) for node in ir.traversal.RecursiveGraphIterator(self.model.graph)}
 
+    @functools.cached_property
+    def has_strings(self) -> bool:
+        """Whether any value, initializer or Cast target of the model (subgraphs included) is a string
+        tensor: backends that cannot run strings refuse the model without walking it again."""
+        if self._facts is not None:
+            return self._facts["strings"]
+        if any(s.dtype.numpy.kind == "O" for s in (*self.inputs, *self.outputs)):
+            return True
+        import onnx_ir as ir
+
+        string = ir.DataType.STRING
+        if any(v.dtype == string for v in self.model.graph.initializers.values()):
+            return True
+        for node in ir.traversal.RecursiveGraphIterator(self.model.graph):
+            if any(v is not None and v.dtype == string for v in node.outputs):
+                return True
+            to = node.attributes.get("to") if node.op_type == "Cast" else None
+            if to is not None and to.value == string:
+                return True
+        return False
+
     @property
     def num_nodes(self) -> int:
         import onnx_ir as ir
@@ -715,7 +736,7 @@ def _read_model(path: Path | None) -> ir.Model:
 
 
 #: bump when what a memo holds changes
-_MEMO_FORMAT = 1
+_MEMO_FORMAT = 2
 
 
 def _identity(path: Path) -> list[Any]:
@@ -818,6 +839,7 @@ class _Memo:
                 "op_types": sorted(graph.op_types()),
                 "functions": sorted(graph.local_functions),
                 "weight_bytes": graph.weight_bytes,
+                "strings": graph.has_strings,
             }
             self.file.parent.mkdir(parents=True, exist_ok=True)
             staging = self.file.with_name(f".{self.file.name}.{os.getpid()}.{threading.get_ident()}")

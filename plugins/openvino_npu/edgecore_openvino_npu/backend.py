@@ -79,7 +79,8 @@ class OpenVinoBackend(Backend):
 
         frontend = FrontEndManager().load_by_framework("onnx")
         try:
-            model = frontend.convert_partially(frontend.load(io.BytesIO(graph.to_bytes())))
+            source = graph.runtime_model()
+            model = frontend.convert_partially(frontend.load(io.BytesIO(source) if isinstance(source, bytes) else source))
         except Exception as exc:  # a model the frontend cannot even parse: every op is suspect
             logger.warning("openvino: ONNX frontend failed on %s: %r", graph.name, exc)
             missing = sorted({op_name(d, t) for d, t in graph.op_types()})
@@ -116,10 +117,10 @@ class OpenVinoBackend(Backend):
             )
         started = time.perf_counter()
         if plan is None:
-            compiled = self._compile(graph.to_bytes(), graph, settings, properties)
+            compiled = self._compile(graph.runtime_model(), graph, settings, properties)
             exe = Executable(compiled, [s.name for s in graph.inputs], [s.name for s in graph.outputs],
                              options.memory_pool,
-                             rebuild=lambda: self._compile(graph.to_bytes(), graph, settings, properties))
+                             rebuild=lambda: self._compile(graph.runtime_model(), graph, settings, properties))
             model = OpenVinoCompiledModel(graph, device=settings.device, pool=options.memory_pool, executable=exe,
                                           profile=options.profile_ops)
             self._check_precision(compiled, settings)
@@ -166,7 +167,10 @@ class OpenVinoBackend(Backend):
         import numpy as np
 
         try:
-            return _ov.core().read_model(model=graph.to_bytes(), weights=ov.Tensor(np.empty(0, np.uint8)))
+            source = graph.runtime_model()
+            if isinstance(source, bytes):
+                return _ov.core().read_model(model=source, weights=ov.Tensor(np.empty(0, np.uint8)))
+            return _ov.core().read_model(model=source)
         except RuntimeError as exc:
             raise ModelLoadError(f"openvino could not read {graph.name}: {_last_lines(exc)}") from exc
 
@@ -189,6 +193,8 @@ def _refuse_strings(graph: Graph) -> None:
     """String tensors are refused at compile: OpenVINO 2026.4 runs an Identity on them but aborts the
     whole process ("double free or corruption") on a Reshape of one, and its ONNX frontend needs
     openvino-tokenizers for the string operators. ONNX Runtime (backend ``cpu_simd``) runs them."""
+    if not graph.has_strings:  # known without reading the model on a start from cached metadata
+        return
     import onnx_ir as ir
 
     found = [f"input {s.name!r}" for s in graph.inputs if s.dtype.numpy.kind == "O"]

@@ -25,7 +25,11 @@ def openvino_request(graph: Graph, options: CompileOptions) -> tuple[Any, Any, d
 
     settings = resolve(options, graph.fingerprint)
     properties = OpenVinoBackend.properties(settings)
-    compiled = _ov.core().compile_model(graph.to_bytes(), settings.device, properties, weights=b"")
+    source = graph.runtime_model()
+    if isinstance(source, bytes):
+        compiled = _ov.core().compile_model(source, settings.device, properties, weights=b"")
+    else:  # a path: OpenVINO maps the weights (external data beside it) instead of taking a copy
+        compiled = _ov.core().compile_model(source, settings.device, properties)
     return compiled, compiled.create_infer_request(), {"device": settings.device, **properties}
 
 

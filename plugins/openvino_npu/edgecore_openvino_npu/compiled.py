@@ -347,9 +347,7 @@ class OpenVinoCompiledModel(CompiledModel):
         self._lock = threading.Lock()
         self._profile = profile
         self._closed = False
-        self._weights = sum(
-            v.const_value.nbytes for v in graph.model.graph.initializers.values() if v.const_value is not None
-        )
+        self._weights = graph.weight_bytes
 
     # -- running -----------------------------------------------------------------------------------
 
