@@ -12,8 +12,8 @@ most specific name wins.
 4. observation: profiling (no runtime formats), stats, resources (metric values, process sampling)
 5. batching: _policy (the policy, pure), _queue (requests, the queue), _runner (running a batch), scheduler (threads)
 6. plugins: hookspecs, plugins, _default_plugin, selection (backend choice, model resolution)
-7. engine: config, engine, __init__ (this facade)
-8. tools on top: optimize, zoo, bench, metrics (Prometheus exposition), profiling.viewer
+7. engine: config, engine, tuned (reading what tune wrote), __init__ (this facade)
+8. tools on top: optimize, zoo, bench, tune, metrics (Prometheus exposition), profiling.viewer
 9. front ends: cli, testing, __main__
 
 Layers 1-6 never import the engine: what they need from above comes through a hook (the built-in

@@ -14,10 +14,12 @@ with no session, ``run`` pays one attribute check. Metrics: the engine announces
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Mapping
 
+import attrs
 import numpy as np
 
 from edgecore.backend import CompiledModel, deadline_after
@@ -87,6 +89,21 @@ class Engine:
         self._process: ProcessSampler | None = None  # CPU/memory readings for metrics(), from load on
         self._span_names = ("", "")  # (backend, model) for the spans of run, set by load
         self._closed = False
+
+    @classmethod
+    def from_tuned(cls, path: str | os.PathLike, *, plugin_manager: PluginManager | None = None,
+                   **overrides: Any) -> Engine:
+        """An engine running the configuration ``edgecore tune`` wrote to the folder ``path``, loaded
+        with its chosen model; keyword ``overrides`` replace EngineConfig fields."""
+        from edgecore.tuned import load_tuned
+
+        model, config = load_tuned(path)
+        engine = cls(attrs.evolve(config, **overrides) if overrides else config, plugin_manager=plugin_manager)
+        try:
+            return engine.load(str(model))
+        except BaseException:
+            engine.close()
+            raise
 
     # -- life --------------------------------------------------------------------------------------
 

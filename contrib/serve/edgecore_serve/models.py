@@ -54,6 +54,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 import attrs
 import numpy as np
 
+from edgecore.tuned import TOML, load_tuned
+
 from edgecore_serve.protocol.errors import BadRequest, NotFound, Unavailable
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ __all__ = [
     "ModelVersion",
     "map_large_blocks",
     "parse_model_argument",
+    "tuned_source",
     "scan_repository",
     "trim_heap",
 ]
@@ -88,6 +91,20 @@ def parse_model_argument(argument: str) -> tuple[str, str]:
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
     return stem, argument
+
+
+def tuned_source(source: str, serving: EngineConfig) -> tuple[str, EngineConfig]:
+    """``(model, config)`` to serve ``source`` with: a folder ``edgecore tune`` wrote gives its chosen
+    model and configuration (dynamic batching on, with the server's batching settings unless tune
+    chose its own); anything else is served as given with the server's configuration."""
+    folder = Path(source)
+    if not (folder.is_dir() and (folder / TOML).is_file()):
+        return source, serving
+    model, tuned = load_tuned(folder)
+    if not tuned.enable_dynamic_batching:
+        batching = ("max_batch_size", "max_queue_delay_us", "preferred_batch_sizes", "max_queue_size")
+        tuned = attrs.evolve(tuned, enable_dynamic_batching=True, **{f: getattr(serving, f) for f in batching})
+    return str(model), tuned
 
 
 def scan_repository(directory: Path) -> list[tuple[str, str, Path]]:
@@ -430,7 +447,8 @@ class ModelRepository:
             gc.collect()
             trim_heap()
         before = _rss()
-        engine = Engine(self.config, plugin_manager=self._pm)
+        source, config = tuned_source(source, self.config)
+        engine = Engine(config, plugin_manager=self._pm)
         try:
             engine.load(source)
         except BaseException:

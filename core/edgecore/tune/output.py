@@ -19,13 +19,12 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import attrs
 
-from edgecore.errors import ConfigurationError
+from edgecore.tuned import MODEL, TOML, load_tuned
 
 if TYPE_CHECKING:
     from edgecore.config import EngineConfig
@@ -36,8 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TOML", "MODEL", "load_tuned", "from_tuned", "write_toml", "engine_fields", "bench_report"]
 
-TOML = "edgecore.toml"
-MODEL = "model.onnx"
 
 
 # -- edgecore.toml ---------------------------------------------------------------------------------
@@ -81,43 +78,11 @@ def write_toml(path: Path, top: Mapping[str, Any], tables: Mapping[str, Mapping[
     return path
 
 
-def load_tuned(path: str | Path) -> tuple[Path, EngineConfig]:
-    """``(model path, EngineConfig)`` of a folder ``edgecore tune`` wrote (or its ``edgecore.toml``)."""
-    from edgecore.config import EngineConfig
-
-    path = Path(path)
-    toml = path / TOML if path.is_dir() else path
-    try:
-        document = tomllib.loads(toml.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigurationError(f"{path} is not a folder written by edgecore tune (cannot read {toml}: {exc})") \
-            from exc
-    model = toml.parent / str(document.get("model", MODEL))
-    if not model.exists():
-        raise ConfigurationError(f"{toml} names the model {model.name}, which is not in {toml.parent}")
-    engine = dict(document.get("engine") or {})
-    known = {f.name for f in attrs.fields(EngineConfig)}
-    unknown = sorted(set(engine) - known)
-    if unknown:
-        raise ConfigurationError(f"{toml}: [engine] has fields EngineConfig does not know: {unknown}; known: "
-                                 f"{sorted(known)}")
-    return model, EngineConfig(**engine)
-
-
 def from_tuned(path: str | Path, *, plugin_manager: Any = None, **overrides: Any) -> Engine:
-    """An :class:`~edgecore.Engine` running the configuration ``edgecore tune`` chose, loaded; keyword
-    ``overrides`` replace EngineConfig fields (e.g. ``max_memory_usage``, ``enable_dynamic_batching``)."""
+    """:meth:`Engine.from_tuned <edgecore.Engine.from_tuned>`."""
     from edgecore.engine import Engine
 
-    model, config = load_tuned(path)
-    if overrides:
-        config = attrs.evolve(config, **overrides)
-    engine = Engine(config, plugin_manager=plugin_manager)
-    try:
-        return engine.load(str(model))
-    except BaseException:
-        engine.close()
-        raise
+    return Engine.from_tuned(path, plugin_manager=plugin_manager, **overrides)
 
 
 # -- writing the folder ----------------------------------------------------------------------------
