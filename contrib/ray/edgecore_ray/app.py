@@ -179,17 +179,21 @@ def build(args: Mapping[str, Any]) -> Any:
 
 def replica_stats(handle: Any, *, replicas: int, attempts: int = 200, timeout_s: float = 10.0) -> list[dict[str, Any]]:
     """Every replica's own counts (:meth:`EdgecoreReplica.replica_stats`), one row per replica,
-    ordered by rank. Ray routes each call to one replica, so the call is repeated until ``replicas``
-    distinct replicas have answered (at most ``attempts`` calls); rows of replicas that have since
-    been replaced may be included if they answered."""
+    ordered by rank. Ray routes each call to one replica, so calls are sent in concurrent bursts
+    (``2 * replicas`` at a time: a router that saw one replica busy a moment ago keeps choosing the
+    other while sequential calls find it idle) until ``replicas`` distinct replicas have answered,
+    at most ``attempts`` calls; rows of replicas that have since been replaced may be included if
+    they answered."""
     seen: dict[str, dict[str, Any]] = {}
-    for _ in range(attempts):
-        row = handle.replica_stats.remote().result(timeout_s=timeout_s)
-        seen[row["replica"]] = row
-        if len(seen) >= replicas:
-            break
-    else:
-        raise ConfigurationError(
-            f"expected {replicas} replicas to answer within {attempts} calls, {len(seen)} did: {sorted(seen)}"
-        )
+    burst, sent = max(2, 2 * replicas), 0
+    while len(seen) < replicas:
+        if sent >= attempts:
+            raise ConfigurationError(
+                f"expected {replicas} replicas to answer within {attempts} calls, {len(seen)} did: {sorted(seen)}"
+            )
+        responses = [handle.replica_stats.remote() for _ in range(min(burst, attempts - sent))]
+        sent += len(responses)
+        for response in responses:
+            row = response.result(timeout_s=timeout_s)
+            seen[row["replica"]] = row
     return sorted(seen.values(), key=lambda r: (r["rank"], r["replica"]))
