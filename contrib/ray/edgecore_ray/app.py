@@ -86,9 +86,10 @@ def deployment(
     ``engine_config``: an :class:`~edgecore.EngineConfig` (default: dynamic batching on);
     ``backend`` other than ``"auto"`` overrides its backend. ``autoscaling_config`` is passed to Ray
     (then ``num_replicas`` is ignored). Health: every ``health_check_period_s`` Ray calls
-    ``check_health``, which runs a one-item inference bounded by ``probe_timeout_s``.
+    ``check_health``, which runs a one-item inference bounded by ``probe_timeout_s``. ``limits``:
+    :class:`edgecore_serve.protocol.Limits` (body size, tensor elements, request timeout).
+    ``model``: a path every replica can read, ``zoo:NAME``, bytes or an ``onnx.ModelProto``.
     """
-    from ray import serve
     from ray.serve.config import RequestRouterConfig
 
     from edgecore import EngineConfig

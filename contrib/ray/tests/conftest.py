@@ -70,7 +70,7 @@ def deploy(ray_serve: int, engine_config: Any) -> Callable[..., Any]:
     def run(app_name: str, **kwargs: Any) -> Any:
         kwargs.setdefault("engine_config", engine_config)
         kwargs.setdefault("ray_actor_options", {"num_cpus": 0.5})
-        app = edgecore_ray.deployment(MODEL, **kwargs)
+        app = edgecore_ray.deployment(kwargs.pop("model", MODEL), **kwargs)
         names.append(app_name)
         return serve.run(app, name=app_name, route_prefix=f"/{app_name}" if names[:-1] else "/")
 

@@ -85,3 +85,13 @@ def test_client_returns_engine_outputs_and_never_retries_bad_input(handle, ray_s
         with pytest.raises(InvalidInputError, match="input"):
             client.infer({"input": np.zeros((1, 3, 8, 8), np.float32)})
         assert client.attempts == attempts + 1, "a 4xx / InvalidInputError was retried"
+
+
+def test_a_model_given_as_modelproto_is_served_under_its_name(deploy, reference, cluster):
+    from edgecore import zoo
+
+    proto = deploy("proto", model=zoo.build("digits_cnn"), name="digits_proto", num_replicas=1)
+    x = cluster.inputs(5, batch=2)
+    np.testing.assert_allclose(proto.infer.remote({"input": x}).result(timeout_s=60)["logits"], reference(x),
+                               rtol=1e-5, atol=1e-6)
+    assert proto.metadata.remote().result(timeout_s=30)["name"] == "digits_proto"
