@@ -17,6 +17,12 @@ themselves (``replica_stats``, before and after; health-check probes add a few o
 The clients and Ray's proxy run on the same cores as the replicas: on a 2-core machine they take
 their part, so the scaling figure is what this box gives, not what two machines would.
 
+``batching`` (1 replica, requests through a ``DeploymentHandle`` so that all three take the same
+path): edgecore's scheduler in the replica (``Engine.submit``, ``--max-batch-size``), the same
+with ``max_batch_size=1`` (no batching), and Ray's ``@serve.batch`` (same batch size,
+``batch_wait_timeout_s`` = ``--max-queue-delay-us``) stacking the feeds into one ``Engine.run``:
+requests per second, p50/p99, and the average batch the engine ran.
+
 ``cold_start``: seconds from ``serve.run`` to a ready 1-replica application (the replica's process,
 the engine's load and compile, its first inference), first with an empty compiled-model cache
 (``EngineConfig.cache_dir`` in a fresh folder), then with the cache that first start filled -- what
@@ -41,6 +47,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import attrs
 from _common import load_monitor, machine
 from serving_load import _datatype, closed_loop, export_model, random_feeds
 
@@ -114,6 +121,82 @@ def phase(name: str, model: Path, served: str, feeds: dict, args: argparse.Names
         serve.delete(name)
 
 
+def _serve_batch_app(model: Path, args: argparse.Namespace) -> Any:
+    """One replica whose ``infer`` is Ray's ``@serve.batch``: the feeds of a batch stacked into one
+    ``Engine.run`` (engine batching off), the outputs split back per request."""
+    import asyncio
+
+    import numpy as np
+    from ray import serve
+
+    from edgecore import Engine
+
+    max_batch, wait_s = args.max_batch_size, args.max_queue_delay_us / 1e6
+    config = attrs.evolve(_engine_config(args), enable_dynamic_batching=False)
+
+    @serve.deployment(ray_actor_options={"num_cpus": args.replica_cpus},
+                      max_ongoing_requests=args.max_ongoing_requests)
+    class ServeBatched:
+        def __init__(self) -> None:
+            self.engine = Engine(config).load(str(model))
+            self.requests = self.items = self.executions = 0  # counted here: direct runs count as batch 1
+
+        @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=wait_s)
+        async def infer(self, batch: list[dict]) -> list[dict]:
+            sizes = [len(next(iter(feeds.values()))) for feeds in batch]
+            stacked = {k: np.concatenate([feeds[k] for feeds in batch]) for k in batch[0]}
+            outputs = await asyncio.to_thread(self.engine.run, stacked)
+            self.requests, self.items, self.executions = self.requests + len(batch), self.items + sum(sizes), \
+                self.executions + 1
+            bounds = np.cumsum([0, *sizes])
+            return [{k: v[a:b] for k, v in outputs.items()} for a, b in zip(bounds[:-1], bounds[1:])]
+
+        async def replica_stats(self) -> dict:
+            return {"replica": "serve_batch", "rank": 0, "weight": 1.0, "requests": self.requests,
+                    "items": self.items, "executions": self.executions}
+
+    return ServeBatched.bind()
+
+
+def batching(model: Path, served: str, feeds: dict, args: argparse.Namespace) -> dict:
+    """edgecore's scheduler vs no batching vs ``@serve.batch``, 1 replica, through a handle."""
+    from ray import serve
+
+    import edgecore_ray
+
+    out = {}
+    variants = {
+        "edgecore_scheduler": lambda: edgecore_ray.deployment(
+            str(model), name=served, num_replicas=1, engine_config=_engine_config(args),
+            ray_actor_options={"num_cpus": args.replica_cpus}, max_ongoing_requests=args.max_ongoing_requests),
+        "no_batching": lambda: edgecore_ray.deployment(
+            str(model), name=served, num_replicas=1,
+            engine_config=attrs.evolve(_engine_config(args), max_batch_size=1),
+            ray_actor_options={"num_cpus": args.replica_cpus}, max_ongoing_requests=args.max_ongoing_requests),
+        "serve_batch": lambda: _serve_batch_app(model, args),
+    }
+    for variant, build in variants.items():
+        handle = serve.run(build(), name="batching", route_prefix="/")
+        try:
+            def make_call() -> Callable[[], None]:
+                return lambda: handle.infer.remote(feeds).result(timeout_s=60)
+
+            closed_loop(make_call, 1, 1.0, 20)
+            (before,) = edgecore_ray.replica_stats(handle, replicas=1)
+            monitor = load_monitor()
+            since = monitor.windows
+            result = closed_loop(make_call, args.clients, args.seconds, args.max_requests)
+            summary = monitor.summary(since)
+            (after,) = edgecore_ray.replica_stats(handle, replicas=1)
+            executions = after["executions"] - before["executions"]
+            result["average_batch"] = (after["items"] - before["items"]) / executions if executions else None
+            result["load"] = {"quiet": summary["quiet"], "during": summary["during"]}
+            out[variant] = result
+        finally:
+            serve.delete("batching")
+    return out
+
+
 def cold_start(model: Path, served: str, args: argparse.Namespace, folder: Path) -> dict:
     """Seconds to a ready 1-replica application: empty compiled-model cache, then the filled one."""
     from ray import serve
@@ -151,6 +234,7 @@ def main() -> None:
     parser.add_argument("--max-queue-delay-us", type=int, default=500)
     parser.add_argument("--max-ongoing-requests", type=int, default=16)
     parser.add_argument("--no-cold-start", action="store_true", help="skip the cold-start phase")
+    parser.add_argument("--no-batching", action="store_true", help="skip the batching comparison")
     parser.add_argument("--quick", action="store_true", help="digits_cnn, 2 clients, 1 s, 0.5 CPU each: a smoke run")
     parser.add_argument("--output", type=Path, default=RESULTS / "ray_scaling.json")
     args = parser.parse_args()
@@ -180,6 +264,8 @@ def main() -> None:
             for router in args.routers:
                 phases[router] = phase(router, model, served, feeds, args, port, replicas=2, router=router,
                                        weights=weights if router == "weighted" else None)
+            if not args.no_batching:
+                report["batching"] = batching(model, served, feeds, args)
             if not args.no_cold_start:
                 report["cold_start"] = cold_start(model, served, args, folder)
         finally:
@@ -201,6 +287,9 @@ def main() -> None:
               f"failed {p['failed']}; {shares}")
     if report["scaling"]:
         print(f"2 replicas / 1 replica: {report['scaling']:.2f}x")
+    for variant, b in report.get("batching", {}).items():
+        print(f"batching, {variant}: {b['rps']:.0f} rps, p50 {b['p50_ms'] or 0:.1f} ms, p99 {b['p99_ms'] or 0:.1f} ms, "
+              f"average batch {b['average_batch'] or 0:.2f}")
     if "cold_start" in report:
         c = report["cold_start"]
         print(f"cold start: {c['empty_cache_s']:.1f} s with an empty cache, {c['warm_cache_s']:.1f} s warm")
