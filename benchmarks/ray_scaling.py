@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -49,15 +48,9 @@ from typing import Any, Callable
 
 import attrs
 from _common import load_monitor, machine
-from serving_load import _datatype, closed_loop, export_model, random_feeds
+from serving_load import _datatype, _free_port, closed_loop, export_model, random_feeds
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _engine_config(args: argparse.Namespace, cache_dir: str | None = None) -> Any:
