@@ -7,7 +7,7 @@ table below and enforces it; docs/architecture.md explains it. A name covers its
 most specific name wins.
 
 1. values: errors, tensor, watchdog, _lazy (exports imported on first use)
-2. model and memory: graph, validation (judging a proto as runtimes do), modelfile (external data, digests), cache (compiled artifacts), memory, inputs (feed and out checks, the one random-feed generator)
+2. model and memory: graph, validation (judging a proto as runtimes do), loadcache (converted models, load memos), modelfile (external data, digests), cache (compiled artifacts), memory, inputs (feed and out checks, the one random-feed generator)
 3. backend contract: backend, specs
 4. observation: profiling (no runtime formats), stats, resources (metric values, process sampling)
 5. batching: _policy (the policy, pure), _queue (requests, the queue), _runner (running a batch), scheduler (threads)

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from edgecore.cache import ArtifactCache, CacheKey, default_cache_dir
+from edgecore.loadcache import LoadMemo, Remembered, artifact_cache, conversion_key
 from edgecore.errors import ModelLoadError
 from edgecore.modelfile import (
     INLINE_MAX,
@@ -70,17 +70,9 @@ __all__ = ["Graph", "LoadLimits", "ModelSource"]
 
 ModelSource = Union[str, os.PathLike, bytes, "onnx.ModelProto", "Graph"]
 
-#: the artifact-cache "backend" under which converted models are kept
-_CONVERTED = "edgecore.external-data"
-
-
 def _is_proto(source: Any) -> bool:
     onnx = sys.modules.get("onnx")  # a ModelProto exists only once onnx is imported
     return onnx is not None and isinstance(source, onnx.ModelProto)
-
-
-def _cache(cache_dir: str | os.PathLike | None) -> ArtifactCache:
-    return ArtifactCache(Path(cache_dir).expanduser() / "artifacts" if cache_dir else default_cache_dir())
 
 
 # -- specs -----------------------------------------------------------------------------------------
@@ -209,14 +201,24 @@ class Graph:
 
     @classmethod
     def _load_path(cls, path: Path, check: bool, limits: LoadLimits, cache_dir: Any) -> Graph:
-        memo = _Memo.of(path, cache_dir)
-        if memo is not None:
-            graph = memo.graph(str(path), check, limits)
-            if graph is not None:
-                return graph
+        memo = LoadMemo.of(path, cache_dir)
+        found = memo.read(check, limits) if memo is not None else None
+        if found is not None:
+            return cls._remembered(str(path), found, cache_dir)
         graph = cls._read_path(path, check, limits, cache_dir)
         if memo is not None:
             memo.write(graph, check)
+        return graph
+
+    @classmethod
+    def _remembered(cls, source: str, found: Remembered, cache_dir: Any) -> Graph:
+        """The Graph a load memo describes: specs and facts now, the model when something reads it."""
+        graph = cls.__new__(cls)
+        graph._setup(source, found.runtime)
+        graph.cache_dir = cache_dir
+        graph.inputs, graph.outputs = found.inputs, found.outputs
+        graph.__dict__["fingerprint"] = found.facts["fingerprint"]
+        graph._facts = found.facts
         return graph
 
     @classmethod
@@ -232,7 +234,7 @@ class Graph:
                 raise over_limit(f"model file {path}", size, limits.max_model_bytes, "max_model_bytes")
             if size >= INLINE_MAX:  # large inline weights: converted once, found again by content
                 digest = file_digest(path)
-                found = _cache(cache_dir).get(_conversion_key(digest))
+                found = artifact_cache(cache_dir).get(conversion_key(digest))
                 if found is not None:
                     return cls._from_entry(found, name, check, limits, cache_dir, digest)
             data = path.read_bytes()
@@ -266,7 +268,7 @@ class Graph:
             return {"source": name}
 
         try:
-            entry = _cache(cache_dir).get_or_build(_conversion_key(digest), build)
+            entry = artifact_cache(cache_dir).get_or_build(conversion_key(digest), build)
         except OSError as exc:
             if inline_weight_bytes(proto) < INLINE_MAX:  # the build failed half-way: the weights are gone
                 raise ModelLoadError(f"cannot write {name} with its weights as external data into the cache: {exc}") from exc
@@ -345,13 +347,13 @@ class Graph:
         with self._lock:
             if self.path is None and _weight_bytes(self.model) >= INLINE_MAX:
                 try:
-                    self._move_to_cache(cache_dir if cache_dir is not None else self.cache_dir)
+                    self._move_toartifact_cache(cache_dir if cache_dir is not None else self.cache_dir)
                 except OSError as exc:
                     logger.warning("edgecore: the artifact cache cannot be written (%s); %s goes to runtimes "
                                    "as bytes", exc, self.name)
         return str(self.path) if self.path is not None else self.to_bytes()
 
-    def _move_to_cache(self, cache_dir: Any) -> None:
+    def _move_toartifact_cache(self, cache_dir: Any) -> None:
         import onnx_ir as ir
 
         def build(folder: Path) -> dict[str, Any]:
@@ -361,7 +363,7 @@ class Graph:
             externalize(proto, folder)
             return {"fingerprint": self.fingerprint, "source": self.source}
 
-        entry = _cache(cache_dir).get_or_build(_conversion_key(self.fingerprint), build)
+        entry = artifact_cache(cache_dir).get_or_build(conversion_key(self.fingerprint), build)
         path = entry.file(MODEL_FILE)
         model = ir.load(path)
         ir.external_data.set_base_dir(model.graph, path.parent.resolve())
@@ -464,7 +466,7 @@ class Graph:
         except OSError:
             return None
         name = hashlib.sha256(repr(identity).encode()).hexdigest()[:40]
-        return _cache(self.cache_dir).root.parent / "digests" / name
+        return artifact_cache(self.cache_dir).root.parent / "digests" / name
 
     @property
     def opset(self) -> int:
@@ -544,133 +546,6 @@ def _read_model(path: Path | None) -> ir.Model:
     model = ir.from_proto(proto)
     ir.external_data.set_base_dir(model.graph, path.parent.resolve())
     return model
-
-
-#: bump when what a memo holds changes
-_MEMO_FORMAT = 2
-
-
-def _identity(path: Path) -> list[Any]:
-    stat = path.stat()
-    return [str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
-
-
-class _Memo:
-    """What loading a model file found, kept beside the artifact cache (``graphs/``) under the file's
-    identity (path, device, inode, size, mtime, ctime): its specs, fingerprint, operators and the
-    file runtimes load (the file itself, or its converted copy in the cache, verified there). A later
-    load of the unchanged file starts from it without importing onnx or onnx_ir; the model is read
-    only when something asks for it (:attr:`Graph.model`). Anything that does not match -- the file,
-    its external data files, the converted entry, the limits -- and the file is loaded as usual."""
-
-    def __init__(self, file: Path, identity: list[Any], cache_dir: Any) -> None:
-        self.file, self.identity, self.cache_dir = file, identity, cache_dir
-
-    @classmethod
-    def of(cls, path: Path, cache_dir: Any) -> _Memo | None:
-        try:
-            identity = _identity(path)
-        except (OSError, ValueError):
-            return None  # the usual load says what is wrong
-        version = getattr(sys.modules.get("edgecore"), "__version__", "")
-        name = hashlib.sha256(repr((identity, version, _MEMO_FORMAT)).encode()).hexdigest()[:40]
-        return cls(_cache(cache_dir).root.parent / "graphs" / f"{name}.json", identity, cache_dir)
-
-    def graph(self, source: str, check: bool, limits: LoadLimits) -> Graph | None:
-        import json
-
-        try:
-            facts = json.loads(self.file.read_text())
-        except (OSError, ValueError):
-            return None
-        try:
-            if facts.get("identity") != self.identity or (check and not facts["checked"]):
-                return None
-            if self.identity[3] > limits.max_model_bytes or facts["max_elements"] > limits.max_tensor_elements:
-                return None
-            if facts["external_bytes"] and facts["external_bytes"] > limits.external_data_bytes():
-                return None
-            if any(_identity(Path(f[0])) != f for f in facts["external"]):
-                return None
-            if facts["conversion"] is not None:
-                entry = _cache(self.cache_dir).get(_conversion_key(facts["conversion"]))
-                if entry is None:
-                    return None
-                runtime = entry.file(MODEL_FILE)
-            else:
-                runtime = Path(self.identity[0])
-            graph = Graph.__new__(Graph)
-            graph._setup(source, runtime)
-            graph.cache_dir = self.cache_dir
-            graph.inputs = tuple(_spec_from_json(s) for s in facts["inputs"])
-            graph.outputs = tuple(_spec_from_json(s) for s in facts["outputs"])
-            graph.__dict__["fingerprint"] = facts["fingerprint"]
-            graph._facts = facts
-        except (OSError, KeyError, TypeError, ValueError) as exc:
-            logger.debug("edgecore: ignoring the load memo %s: %r", self.file, exc)
-            return None
-        return graph
-
-    def write(self, graph: Graph, checked: bool) -> None:
-        """Remember ``graph``, just loaded from this memo's file (best effort: a cache that cannot be
-        written is skipped)."""
-        import json
-
-        import onnx_ir as ir
-
-        if graph.path is None:
-            return
-        try:
-            conversion = graph._conversion  # the source digest of its converted copy in the cache
-            converted = conversion is not None
-            if not converted and graph.path.resolve() != Path(self.identity[0]):
-                return
-            external, external_bytes, max_elements = set(), 0, 0
-            for value in graph.model.graph.initializers.values():
-                tensor = value.const_value
-                if tensor is None:
-                    continue
-                max_elements = max(max_elements, tensor.size)
-                if isinstance(tensor, ir.ExternalTensor):
-                    external_bytes += tensor.nbytes
-                    if not converted:
-                        external.add(Path(tensor.base_dir) / tensor.location)
-            facts = {
-                "identity": self.identity,
-                "checked": checked,
-                "conversion": conversion,
-                "external": sorted(_identity(f) for f in external),
-                "external_bytes": external_bytes,
-                "max_elements": max_elements,
-                "name": graph.model.graph.name,
-                "inputs": [_spec_to_json(s) for s in graph.inputs],
-                "outputs": [_spec_to_json(s) for s in graph.outputs],
-                "fingerprint": graph.fingerprint,
-                "opset": graph.opset,
-                "op_types": sorted(graph.op_types()),
-                "functions": sorted(graph.local_functions),
-                "weight_bytes": graph.weight_bytes,
-                "strings": graph.has_strings,
-            }
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            staging = self.file.with_name(f".{self.file.name}.{os.getpid()}.{threading.get_ident()}")
-            staging.write_text(json.dumps(facts))
-            os.replace(staging, self.file)
-        except (OSError, ValueError) as exc:
-            logger.debug("edgecore: cannot write the load memo %s: %r", self.file, exc)
-
-
-def _spec_to_json(spec: TensorSpec) -> dict[str, Any]:
-    return {"name": spec.name, "dtype": int(spec.dtype), "shape": None if spec.shape is None else list(spec.shape)}
-
-
-def _spec_from_json(value: dict[str, Any]) -> TensorSpec:
-    shape = value["shape"]
-    return TensorSpec(name=value["name"], dtype=DataType(value["dtype"]), shape=None if shape is None else tuple(shape))
-
-
-def _conversion_key(digest: str) -> CacheKey:
-    return CacheKey(model=digest, backend=_CONVERTED, runtime=f"external data >= {INLINE_MAX} bytes")
 
 
 def _weight_bytes(model: ir.Model) -> int:
