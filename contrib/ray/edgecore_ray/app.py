@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from edgecore.errors import ConfigurationError
+from edgecore.tuned import TOML
 
 __all__ = ["build", "deployment", "model_name", "replica_stats"]
 
@@ -27,14 +28,18 @@ def model_name(model: Any) -> str:
 
 
 def _portable(model: Any) -> Any:
-    """The model as something every replica can load: a path (absolute: replicas run elsewhere),
-    ``zoo:NAME``, or serialized bytes for a ``ModelProto``."""
+    """The model as something every replica can load: a path (absolute: replicas run elsewhere) of a
+    model file or of a folder ``edgecore tune`` wrote (served with its configuration), ``zoo:NAME``,
+    or serialized bytes for a ``ModelProto``."""
     if isinstance(model, str) and model.startswith("zoo:"):
         return model
     if isinstance(model, (str, os.PathLike)):
         path = Path(model).resolve()
-        if not path.is_file():
-            raise ConfigurationError(f"model file {str(model)!r} does not exist (expected an .onnx path or zoo:NAME)")
+        if not (path.is_file() or (path / TOML).is_file()):  # a file, or a folder edgecore tune wrote
+            raise ConfigurationError(
+                f"model file {str(model)!r} does not exist (expected an .onnx path, a folder edgecore tune "
+                f"wrote, or zoo:NAME)"
+            )
         return str(path)
     if isinstance(model, (bytes, bytearray)):
         return bytes(model)

@@ -95,3 +95,20 @@ def test_a_model_given_as_modelproto_is_served_under_its_name(deploy, reference,
     np.testing.assert_allclose(proto.infer.remote({"input": x}).result(timeout_s=60)["logits"], reference(x),
                                rtol=1e-5, atol=1e-6)
     assert proto.metadata.remote().result(timeout_s=30)["name"] == "digits_proto"
+
+
+def test_a_tuned_folder_is_served_with_its_configuration(deploy, reference, cluster, tmp_path):
+    """A folder ``edgecore tune`` wrote (model + edgecore.toml): every replica runs tune's choice."""
+    import onnx
+
+    from edgecore import zoo
+
+    tuned = tmp_path / "digits_tuned"
+    tuned.mkdir()
+    onnx.save(zoo.build("digits_cnn"), tuned / "model.onnx")
+    (tuned / "edgecore.toml").write_text('model = "model.onnx"\n\n[engine]\nbackend = "reference"\nnum_threads = 1\n')
+    handle = deploy("tuned", model=str(tuned), name="digits_tuned", num_replicas=1)
+    x = cluster.inputs(6, batch=2)
+    np.testing.assert_allclose(handle.infer.remote({"input": x}).result(timeout_s=60)["logits"], reference(x),
+                               rtol=1e-4, atol=1e-5)
+    assert handle.replica_stats.remote().result(timeout_s=30)["backend"] == "reference"
