@@ -20,6 +20,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from edgecore.backend import Availability, Backend, CompileOptions, DeviceInfo, op_name
 from edgecore.errors import BackendUnavailableError, ConfigurationError, ModelLoadError, UnsupportedOperatorError
 
@@ -99,7 +101,7 @@ class OpenVinoBackend(Backend):
         if not availability.ok:
             raise BackendUnavailableError(f"openvino is unavailable: {availability.reason}")
         _refuse_strings(graph)
-        settings = resolve(options, graph.fingerprint)
+        settings = _without_unsafe_cache(resolve(options, graph.fingerprint), graph)
         properties = self.properties(settings)
         plan = template = None
         if settings.buckets:
@@ -187,6 +189,24 @@ class OpenVinoBackend(Backend):
                 "openvino: %s was asked for %s precision and runs %s (the device lacks it)",
                 settings.device, settings.precision, effective,
             )
+
+
+#: operators whose compiled blobs OpenVINO 2026.4 imports wrong from its CACHE_DIR (the second start
+#: of a RotaryEmbedding-23 model answers with up to 100% error); such models compile without the cache
+CACHE_UNSAFE_OPS = frozenset({("", "RotaryEmbedding"), ("ai.onnx", "RotaryEmbedding")})
+
+
+def _without_unsafe_cache(settings: OvSettings, graph: Graph) -> OvSettings:
+    if settings.cache_dir is None:
+        return settings
+    unsafe = graph.op_types() & CACHE_UNSAFE_OPS
+    if not unsafe:
+        return settings
+    logger.warning(
+        "openvino: %s has %s, whose compiled blobs OpenVINO imports wrong from its cache; compiling "
+        "without the cache", graph.name, ", ".join(sorted(op for _, op in unsafe)),
+    )
+    return attrs.evolve(settings, cache_dir=None)
 
 
 def _refuse_strings(graph: Graph) -> None:
