@@ -101,6 +101,43 @@ def test_least_recently_used_entries_go_past_the_cap(tmp_path):
         ArtifactCache(tmp_path, max_bytes=-1)
 
 
+def test_entries_in_use_are_not_trimmed_until_released(tmp_path):
+    """A live CacheEntry (a Graph or compiled model mapping its files) pins it: building past the cap
+    leaves it alone; once released, the next trim removes it."""
+    cache = ArtifactCache(tmp_path, max_bytes=5000)  # room for one entry of 4 kB
+    held = cache.get_or_build(_key(model="held"), _writer(b"x" * 1000, []))
+    cache.get_or_build(_key(model="other"), _writer(b"y" * 1000, []))
+    assert held.file("model.onnx").read_bytes() == b"x" * 1000  # still there, above the cap
+    assert cache.get(_key(model="held")) is not None
+    held = None  # released
+    cache.get_or_build(_key(model="third"), _writer(b"z" * 1000, []))
+    assert cache.get(_key(model="held")) is None
+
+
+def test_an_entry_in_use_by_another_process_is_not_trimmed(tmp_path):
+    key = _key(model="shared")
+    ArtifactCache(tmp_path).get_or_build(key, _writer(b"s" * 1000, []))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from edgecore.cache import ArtifactCache, CacheKey
+            key = CacheKey(model="shared", backend="cpu_simd", runtime="onnxruntime 1.0", options={{"level": "all"}})
+            entry = ArtifactCache({str(tmp_path)!r}).get(key)
+            print("held" if entry is not None else "missing", flush=True)
+            sys.stdin.readline()
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        ArtifactCache(tmp_path, max_bytes=1).trim()  # everything is over a 1-byte cap
+        assert (tmp_path / key.digest() / MANIFEST).is_file()
+    finally:
+        holder.communicate("\n", timeout=30)
+    ArtifactCache(tmp_path, max_bytes=1).trim()
+    assert not (tmp_path / key.digest()).exists()
+
+
 def test_concurrent_builders_of_one_key_agree(tmp_path):
     cache, calls, results = ArtifactCache(tmp_path), [], []
     threads = [

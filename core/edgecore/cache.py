@@ -15,7 +15,11 @@ the files' identity (inode, size, mtime, ctime) differs from the one recorded wh
 verified (``.verified`` in the entry, so that a second start of a large model does not hash its
 weights again; any write to a file changes its ctime) -- and removes an entry that does not match: a
 bad entry is rebuilt, never trusted. The cache is capped in bytes; the least recently used entries
-(manifest mtime, touched on every hit) go first.
+(manifest mtime, touched on every hit) go first -- except entries in use: every entry handed out
+holds a shared lock on the entry's ``.pin`` file for as long as the :class:`CacheEntry` (or its
+``pin``) lives, and trimming removes an entry only under an exclusive lock it can take at once, so a
+live Graph or compiled model never finds its mapped weights evicted by another build, in this process
+or another (while entries are in use the cache may stay above its cap).
 
 Concurrency: any number of threads and processes may use one root. Within a process, one lock
 serializes builds of the same key; across processes the worst case is that two build the same entry.
@@ -32,6 +36,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): entries in use are not protected from trimming
+    fcntl = None
 from typing import Any, Callable, Mapping
 
 import attrs
@@ -40,11 +49,12 @@ from edgecore.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ArtifactCache", "CacheEntry", "CacheKey", "default_cache_dir", "CACHE_ENV"]
+__all__ = ["ArtifactCache", "CacheEntry", "CacheKey", "Pin", "default_cache_dir", "CACHE_ENV"]
 
 CACHE_ENV = "EDGECORE_CACHE_DIR"
 MANIFEST = "MANIFEST.json"
 VERIFIED = ".verified"
+PIN = ".pin"
 _FORMAT = 1
 _CHUNK = 1 << 20
 
@@ -85,14 +95,67 @@ class CacheKey:
         }
 
 
+class Pin:
+    """A shared lock on an entry's ``.pin`` file: while it is held (until :meth:`release` or garbage
+    collection) trimming leaves the entry alone."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    @classmethod
+    def take(cls, folder: Path) -> Pin | None:
+        """A pin on ``folder``'s entry, or None when the entry is being removed (or is gone)."""
+        if fcntl is None:
+            return cls(None)
+        try:
+            fd = os.open(folder / PIN, os.O_RDONLY | os.O_CREAT, 0o644)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:  # a trim holds it exclusively: the entry is on its way out
+            os.close(fd)
+            return None
+        if not (folder / MANIFEST).is_file():  # removed between the open and the lock
+            os.close(fd)
+            return None
+        return cls(fd)
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def _try_exclusive(folder: Path) -> int | None:
+    """An exclusive lock on ``folder``'s pin file if no one holds the entry (its fd), else None."""
+    if fcntl is None:
+        return -1
+    try:
+        fd = os.open(folder / PIN, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:
+        return -1  # cannot even create it: nobody can hold it either
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 @attrs.frozen(kw_only=True)
 class CacheEntry:
-    """A verified entry: its folder, its metadata, and whether this call built it."""
+    """A verified entry: its folder, its metadata, whether this call built it, and the pin that keeps
+    it from being trimmed while this record (or whoever keeps ``pin``) lives."""
 
     path: Path
     metadata: Mapping[str, Any]
     files: tuple[str, ...]
     built: bool = False
+    pin: Pin | None = attrs.field(default=None, eq=False, repr=False)
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -168,14 +231,18 @@ class ArtifactCache:
             return None
         except (OSError, ValueError) as exc:
             return self._discard(path, f"unreadable manifest ({exc})")
+        pin = Pin.take(path)
+        if pin is None:  # being trimmed right now: a miss
+            return None
         problem = self._check(path, digest, key, manifest)
         if problem:
+            pin.release()
             return self._discard(path, problem)
         try:
             os.utime(path / MANIFEST)  # least recently used goes first
         except OSError:
             pass
-        return CacheEntry(path=path, metadata=manifest.get("metadata", {}), files=tuple(manifest["files"]))
+        return CacheEntry(path=path, metadata=manifest.get("metadata", {}), files=tuple(manifest["files"]), pin=pin)
 
     def _check(self, path: Path, digest: str, key: CacheKey, manifest: Mapping[str, Any]) -> str | None:
         if manifest.get("key") != key.to_json():
@@ -292,7 +359,14 @@ class ArtifactCache:
                 break
             if path.name == keep:
                 continue
-            shutil.rmtree(path, ignore_errors=True)
+            lock = _try_exclusive(path)
+            if lock is None:  # in use by a live Graph or compiled model, here or in another process
+                continue
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+            finally:
+                if lock >= 0:
+                    os.close(lock)
             total -= size
             freed += size
         return freed

@@ -126,6 +126,7 @@ class Graph:
         self._model: ir.Model | None = None
         self._facts: dict[str, Any] | None = None  # what a start from cached metadata knows without the model
         self._conversion: str | None = None  # the source digest, for a model converted into the artifact cache
+        self._pin: Any = None  # keeps that cache entry from being trimmed while this graph lives
         self.source = source
         self.path = path
         #: the artifact cache's folder this graph was loaded with (None: the default)
@@ -217,6 +218,7 @@ class Graph:
         graph._setup(source, found.runtime)
         graph.cache_dir = cache_dir
         graph.inputs, graph.outputs = found.inputs, found.outputs
+        graph._pin = found.pin
         graph.__dict__["fingerprint"] = found.facts["fingerprint"]
         graph._facts = found.facts
         return graph
@@ -291,6 +293,7 @@ class Graph:
             _cache_dir=cache_dir,
         )
         graph._conversion = digest
+        graph._pin = entry.pin
         return graph
 
     @classmethod
@@ -365,6 +368,7 @@ class Graph:
 
         entry = artifact_cache(cache_dir).get_or_build(conversion_key(self.fingerprint), build)
         path = entry.file(MODEL_FILE)
+        self._pin = entry.pin
         model = ir.load(path)
         ir.external_data.set_base_dir(model.graph, path.parent.resolve())
         self.model, self.path = model, path

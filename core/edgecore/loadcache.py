@@ -47,6 +47,7 @@ class Remembered:
     runtime: Path
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    pin: Any = None  #: the converted entry's pin (edgecore.cache.Pin), when the runtime file lies in the cache
 
 
 #: bump when what a memo holds changes
@@ -102,12 +103,12 @@ class LoadMemo:
                 entry = artifact_cache(self.cache_dir).get(conversion_key(facts["conversion"]))
                 if entry is None:
                     return None
-                runtime = entry.file(MODEL_FILE)
+                runtime, pin = entry.file(MODEL_FILE), entry.pin
             else:
-                runtime = Path(self.identity[0])
+                runtime, pin = Path(self.identity[0]), None
             inputs = tuple(_spec_from_json(s) for s in facts["inputs"])
             outputs = tuple(_spec_from_json(s) for s in facts["outputs"])
-            return Remembered(facts=facts, runtime=runtime, inputs=inputs, outputs=outputs)
+            return Remembered(facts=facts, runtime=runtime, inputs=inputs, outputs=outputs, pin=pin)
         except (OSError, KeyError, TypeError, ValueError) as exc:
             logger.debug("edgecore: ignoring the load memo %s: %r", self.file, exc)
             return None

@@ -108,10 +108,11 @@ def _config_is(so: Any, key: str, value: str) -> bool:
 
 def cached_model(
     graph: Graph, options: CompileOptions, session_options: Callable[[CompileOptions], Any], level: str
-) -> tuple[Path | None, bool]:
-    """``(path of the cached optimized model, whether this call built it)``, or ``(None, False)``
-    when the cache cannot be used (logged). ``session_options`` builds ORT options for a
-    :class:`CompileOptions`; ``level`` is the optimization level they carry."""
+) -> tuple[Path | None, bool, Any]:
+    """``(path of the cached optimized model, whether this call built it, the entry's pin)``, or
+    ``(None, False, None)`` when the cache cannot be used (logged); whoever keeps the pin keeps the
+    entry from being trimmed. ``session_options`` builds ORT options for a :class:`CompileOptions`;
+    ``level`` is the optimization level they carry."""
     try:
         cache = options.artifact_cache()
         key = cache_key(graph, options, level)
@@ -122,8 +123,8 @@ def cached_model(
         raise
     except Exception as exc:  # an unwritable cache, a model ORT cannot serialize: compile without it
         logger.warning("cpu_simd: compiling %s without the artifact cache: %s: %s", graph.name, type(exc).__name__, exc)
-        return None, False
-    return entry.file(MODEL), entry.built
+        return None, False, None
+    return entry.file(MODEL), entry.built, entry.pin
 
 
 def discard(path: Path, why: BaseException) -> None:

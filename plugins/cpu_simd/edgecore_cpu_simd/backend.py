@@ -169,12 +169,14 @@ class CpuSimdBackend(Backend):
         so = self.session_options(options)
         if artifacts.wants_cache(graph, options):
             level = _level_name(so)
-            cached, built = artifacts.cached_model(graph, options, self.session_options, level)
+            cached, built, pin = artifacts.cached_model(graph, options, self.session_options, level)
             if cached is not None:
                 so.graph_optimization_level = _ort().GraphOptimizationLevel.ORT_DISABLE_ALL
                 try:
                     session = new_session(str(cached), so, options.memory_pool)
-                    return OrtCompiledModel(session, graph, options, str(cached))
+                    compiled = OrtCompiledModel(session, graph, options, str(cached))
+                    compiled.cache_pin = pin  # the entry stays while the model lives
+                    return compiled
                 except Exception as exc:
                     artifacts.discard(cached, exc)
                     so = self.session_options(options)

@@ -89,6 +89,8 @@ class OrtCompiledModel(CompiledModel):
         from onnxruntime.capi import _pybind_state as C
 
         self.session = session
+        #: the artifact-cache entry's pin when ``session`` came from the cache (keeps it from being trimmed)
+        self.cache_pin: Any = None
         #: what the session was created from: the cached optimized model's path, the graph's file, or bytes
         self.model_source = model if model is not None else graph.runtime_model(options.cache_dir)
         self.inputs = graph.inputs
