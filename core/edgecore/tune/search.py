@@ -17,8 +17,8 @@ Phases, each bounded by a share of the time limit (what a phase leaves unused go
 5. *Final*: the chosen candidate re-measured interleaved against every backend's default
    configuration; a default that beats it within the budgets is chosen instead.
 
-Everything a rerun can reuse (built models, memory readings, compile failures, halving eliminations)
-is kept in the tuning cache under the model's fingerprint (:class:`~edgecore.tune.artifacts.TuneCache`).
+Everything a rerun can reuse (built models, memory readings, halving eliminations; not compile
+failures, which a rerun tries again) is kept in the tuning cache under the model's fingerprint (:class:`~edgecore.tune.artifacts.TuneCache`).
 
 Concurrency: one thread runs the whole search; the load monitor samples only when asked.
 """
@@ -219,10 +219,6 @@ def search(
         if found and found.get("stage"):
             entry.reject(found["stage"], found["reason"] + " (from an earlier run, kept in the tuning cache)")
             alive.remove(entry)
-        failed = cache.get("compile", entry.candidate.key)
-        if failed and entry in alive:
-            entry.reject("compile", failed + " (from an earlier run, kept in the tuning cache)")
-            alive.remove(entry)
     if not alive:
         raise EdgecoreError("edgecore tune: every candidate was rejected before measuring: " +
                             "; ".join(sorted({f"{e.candidate.key}: {e.reason}" for e in entries})[:8]))
@@ -234,8 +230,9 @@ def search(
 
     def failed(candidate: Candidate, reason: str) -> None:
         entry = by_key[candidate.key]
+        # not kept for later runs: a failure can come from this run's surroundings (a runtime being
+        # upgraded, a file gone), and a rerun should try again
         entry.reject("compile", f"does not compile or run: {reason}")
-        cache.put("compile", candidate.key, entry.reason)
 
     def remember(entry: Entry) -> None:
         previous[entry.candidate.key] = {"stage": entry.stage, "reason": entry.reason}
