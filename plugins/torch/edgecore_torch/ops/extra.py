@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from edgecore_torch.ops._registry import OpContext, register
 from edgecore_torch.ops.nn import _pads, _torch_pad
-from edgecore_torch.ops.tensor import norm_axis
+from edgecore_torch.ops.tensor import cumulative, norm_axis
 
 
 @register("Swish")
@@ -36,17 +36,7 @@ def _rms_norm(ctx: OpContext):
 
 @register("CumProd")
 def _cumprod(ctx: OpContext):
-    axis = norm_axis(ctx.int(1), ctx.rank(0))
-    exclusive, reverse = ctx.attr("exclusive", 0), ctx.attr("reverse", 0)
-
-    def run(x, *_):
-        y = x.flip(axis) if reverse else x
-        y = torch.cumprod(y, dim=axis).to(x.dtype)
-        if exclusive:
-            y = torch.cat([torch.ones_like(y.narrow(axis, 0, 1)), y.narrow(axis, 0, y.shape[axis] - 1)], dim=axis)
-        return y.flip(axis) if reverse else y
-
-    return run
+    return cumulative(ctx, torch.cumprod, torch.ones_like)
 
 
 @register("MeanVarianceNormalization")

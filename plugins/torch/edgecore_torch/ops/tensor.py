@@ -428,20 +428,25 @@ def _trilu(ctx: OpContext):
     return lambda x, *_: fn(x, k)
 
 
-@register("CumSum")
-def _cumsum(ctx: OpContext):
-    rank = ctx.rank(0)
-    axis = norm_axis(ctx.int(1), rank)
+def cumulative(ctx: OpContext, scan, identity_like):
+    """CumSum / CumProd: ``scan`` along the axis input, ``exclusive`` shifting in ``identity_like``
+    (zeros / ones), ``reverse`` scanning from the end."""
+    axis = norm_axis(ctx.int(1), ctx.rank(0))
     exclusive, reverse = ctx.attr("exclusive", 0), ctx.attr("reverse", 0)
 
     def run(x, *_):
         y = x.flip(axis) if reverse else x
-        y = torch.cumsum(y, dim=axis).to(x.dtype)
+        y = scan(y, dim=axis).to(x.dtype)
         if exclusive:
-            y = torch.cat([torch.zeros_like(y.narrow(axis, 0, 1)), y.narrow(axis, 0, y.shape[axis] - 1)], dim=axis)
+            y = torch.cat([identity_like(y.narrow(axis, 0, 1)), y.narrow(axis, 0, y.shape[axis] - 1)], dim=axis)
         return y.flip(axis) if reverse else y
 
     return run
+
+
+@register("CumSum")
+def _cumsum(ctx: OpContext):
+    return cumulative(ctx, torch.cumsum, torch.zeros_like)
 
 
 @register("Einsum")
