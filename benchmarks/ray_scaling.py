@@ -48,7 +48,9 @@ from typing import Any, Callable
 
 import attrs
 from _common import load_monitor, machine
-from serving_load import _datatype, _free_port, closed_loop, export_model, random_feeds
+from serving_load import _free_port, closed_loop, export_model, triton_call
+
+from edgecore.inputs import random_feeds
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -82,14 +84,8 @@ def phase(name: str, model: Path, served: str, feeds: dict, args: argparse.Names
     handle = serve.run(app, name=name, route_prefix="/")
     try:
         def make_call() -> Callable[[], None]:
-            client = httpclient.InferenceServerClient(url=f"127.0.0.1:{port}", connection_timeout=60,
-                                                      network_timeout=60)
-            inputs = []
-            for key, value in feeds.items():
-                tensor = httpclient.InferInput(key, list(value.shape), _datatype(value))
-                tensor.set_data_from_numpy(value)
-                inputs.append(tensor)
-            return lambda: client.infer(served, inputs)
+            return triton_call(httpclient, f"127.0.0.1:{port}", served, feeds, connection_timeout=60,
+                               network_timeout=60)
 
         closed_loop(make_call, 1, 1.0, 20)  # warm the proxy's router and the replicas' first batches
         before = _counts(handle, replicas)

@@ -43,6 +43,7 @@ import numpy as np
 from _common import machine
 
 from edgecore import Engine, EngineConfig
+from edgecore.inputs import random_feeds
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -64,18 +65,6 @@ def export_model(name: str, folder: Path) -> Path:
     path = folder / f"{name.replace(':', '_').replace('=', '').replace(',', '_')}.onnx"
     onnx.save(zoo.build(base, **kwargs), path)
     return path
-
-
-def random_feeds(specs: Any, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in specs:
-        shape = [d if isinstance(d, int) else (1 if i == 0 else 16) for i, d in enumerate(spec.shape)]
-        dtype = spec.dtype.numpy
-        feeds[spec.name] = (
-            rng.standard_normal(shape).astype(dtype) if dtype.kind == "f" else rng.integers(0, 2, shape).astype(dtype)
-        )
-    return feeds
 
 
 class Server:
@@ -199,13 +188,7 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path) -> dict:
                 continue
 
             def make_call(module=module, url=url) -> Callable[[], None]:
-                client = module.InferenceServerClient(url=url)
-                inputs = []
-                for key, value in feeds.items():
-                    tensor = module.InferInput(key, list(value.shape), _datatype(value))
-                    tensor.set_data_from_numpy(value)
-                    inputs.append(tensor)
-                return lambda: client.infer(served, inputs)
+                return triton_call(module, url, served, feeds)
 
             items0, executions0 = server.batch_counts(served)
             result = closed_loop(make_call, args.clients, args.seconds, args.max_requests)
@@ -219,10 +202,19 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path) -> dict:
     return out
 
 
-def _datatype(value: np.ndarray) -> str:
+def triton_call(module: Any, url: str, model: str, feeds: dict[str, np.ndarray], **client_options: Any
+                ) -> Callable[[], None]:
+    """One request of ``feeds`` to ``model`` through a new ``module`` (tritonclient.http or .grpc)
+    client of its own, ready to send again and again (binary tensors over HTTP)."""
     from tritonclient.utils import np_to_triton_dtype
 
-    return np_to_triton_dtype(value.dtype)
+    client = module.InferenceServerClient(url=url, **client_options)
+    inputs = []
+    for key, value in feeds.items():
+        tensor = module.InferInput(key, list(value.shape), np_to_triton_dtype(value.dtype))
+        tensor.set_data_from_numpy(value)
+        inputs.append(tensor)
+    return lambda: client.infer(model, inputs)
 
 
 def main() -> None:
