@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import os
 import random
 import tempfile
@@ -53,6 +54,8 @@ __all__ = [
 
 Outputs = Sequence[np.ndarray]
 RawRunner = Callable[[onnx.ModelProto, Mapping[str, np.ndarray]], Outputs]
+
+logger = logging.getLogger(__name__)
 
 
 @attrs.frozen(kw_only=True)
@@ -339,15 +342,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/node_tests.json"))
     args = parser.parse_args(argv)
-    cases = select(node_cases(), args.count, args.seed)
-    import onnx as onnx_module
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logger.setLevel(logging.INFO)  # the counts; the engines stay quiet
+    from edgecore.bench.machine import LoadMonitor, machine_info
 
-    document: dict[str, Any] = {"onnx": onnx_module.__version__, "seed": args.seed, "backends": {}}
+    monitor = LoadMonitor().start(wait_s=120.0)  # counts are not timings, but the record says what ran
+    cases = select(node_cases(), args.count, args.seed)
+    document: dict[str, Any] = {"onnx": onnx.__version__, "seed": args.seed, "backends": {}}
     for backend in args.backend or ["cpu_simd"]:
         config = {"device": "cpu"} if backend == "openvino" else {}
         report = run_node_tests(backend, cases=cases, config=config)
         document["backends"][backend] = report.to_json()
-        print(backend, json.dumps(report.counts()))  # noqa: T201 - command-line entry
+        logger.info("%s %s", backend, json.dumps(report.counts()))
+    document["machine"] = {**machine_info(), "load": monitor.stop()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=1) + "\n")
     return 0
