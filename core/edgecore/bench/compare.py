@@ -95,6 +95,8 @@ class Comparison:
     figures: tuple[FigureChange, ...] = attrs.field(converter=tuple)
     notes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     unmatched: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    #: each report's machine load record (``machine.load``), as measured with it
+    load: Mapping[str, Any] = attrs.field(factory=dict)
 
     @property
     def regressions(self) -> tuple[FigureChange, ...]:
@@ -113,6 +115,7 @@ class Comparison:
             "figures": [f.to_json() for f in self.figures],
             "notes": list(self.notes),
             "unmatched": list(self.unmatched),
+            "load": dict(self.load),
             "method": "95% intervals: order statistics of the recorded latencies for percentiles, standard error "
                       "of the mean latency for throughput; a regression is flagged only when the whole interval "
                       "of the change lies beyond the threshold",
@@ -337,7 +340,8 @@ def compare_reports(
             f"{sorted(map(str, (_key(r) for r in new_doc.get('results') or [])))}"
         )
     return Comparison(old=names[0], new=names[1], threshold=limit, figures=changes,
-                      notes=_notes(old_doc, new_doc), unmatched=unmatched)
+                      notes=_notes(old_doc, new_doc), unmatched=unmatched,
+                      load={side: (doc.get("machine") or {}).get("load") for side, doc in (("old", old_doc), ("new", new_doc))})
 
 
 def _sig(value: float) -> str:
