@@ -332,8 +332,11 @@ def wait_for_quiet(
     reader: Callable[[], LoadReading] = read_load,
     sleep: Callable[[float], Any] = time.sleep,
     on_busy: Callable[[list[str], float], Any] | None = None,
+    judge_load: bool = True,
 ) -> dict[str, Any]:
-    """Watch windows of ``interval_s`` until one is quiet or ``max_wait_s`` have passed.
+    """Watch windows of ``interval_s`` until one is quiet or ``max_wait_s`` have passed
+    (``judge_load=False``: by other processes' CPU and steal only, for a caller whose own earlier
+    work still sits in the load average).
 
     Returns the last window as JSON (``load_average``, ``steal``, ``other_cpu``, ``quiet``,
     ``reasons``) with ``waited_s`` and ``tries``. ``on_busy(reasons, waited_s)`` is called after
@@ -346,7 +349,7 @@ def wait_for_quiet(
         current = reader()
         tries += 1
         window = load_window(previous, current)
-        reasons = thresholds.reasons(window, _cores(current), judge_load=True)
+        reasons = thresholds.reasons(window, _cores(current), judge_load=judge_load)
         waited = current.at - first.at
         if not reasons or waited >= max_wait_s:
             record = _window_json(window, current.load_average, reasons)
@@ -409,19 +412,21 @@ class LoadMonitor:
 
     def start(
         self, *, wait_s: float = 0.0, wait_interval_s: float = 2.0,
-        on_busy: Callable[[list[str], float], Any] | None = None, sampler: bool = True,
+        on_busy: Callable[[list[str], float], Any] | None = None, sampler: bool = True, judge_load: bool = True,
     ) -> LoadMonitor:
         """Wait up to ``wait_s`` for a quiet machine, record it as ``before``, start sampling
-        (``sampler``: in a thread; without it, only :meth:`sample` adds readings)."""
+        (``sampler``: in a thread; without it, only :meth:`sample` adds readings). ``judge_load=False``:
+        the caller has been working itself, so the load average (its own work too) is recorded, not
+        judged; give ``wait_s`` so that a window of other processes' CPU and steal is."""
         if wait_s > 0:
             before = wait_for_quiet(wait_s, interval_s=wait_interval_s, thresholds=self.thresholds,
-                                    reader=self._reader, on_busy=on_busy)
+                                    reader=self._reader, on_busy=on_busy, judge_load=judge_load)
             first = self._reader()
         else:
             first = self._reader()
             window = LoadWindow(seconds=0.0, load1=first.load_average[0] if first.load_average else None,
                                 steal=None, other_cpu=None)
-            reasons = self.thresholds.reasons(window, _cores(first), judge_load=True)
+            reasons = self.thresholds.reasons(window, _cores(first), judge_load=judge_load)
             before = _window_json(window, first.load_average, reasons)
             before.update(waited_s=0.0, tries=0)
             if reasons:

@@ -240,7 +240,8 @@ def search(
 
     model_for = lambda candidate: artifact_path(candidate, artifacts[by_key[candidate.key].artifact_key])  # noqa: E731
     engines = Engines(model_for, _base_config(), plugin_manager, limit=settings.group_size + 1)
-    monitor = LoadMonitor().start(sampler=False)
+    # the builds above are in the load average: judge the start by a window of others' CPU and steal
+    monitor = LoadMonitor().start(sampler=False, wait_s=2.0, wait_interval_s=2.0, judge_load=False)
     round_index = 0
     try:
         while True:
