@@ -18,8 +18,8 @@ tune() {  # tune NAME ARGS...: the search, then its reports (not the model) into
     rm -rf "$tuned/$name"
     "$py" -m edgecore tune "$@" -o "$tuned/$name" || echo "tune $name exited with $?" >&2
     mkdir -p "benchmarks/results/tune/$name"
-    for f in report.md report.json compare.json edgecore.toml; do
-        [ -f "$tuned/$name/$f" ] && cp "$tuned/$name/$f" "benchmarks/results/tune/$name/"
+    for f in report.md report.json compare.json edgecore.toml bench; do   # bench/: both reports, with their load
+        [ -e "$tuned/$name/$f" ] && cp -r "$tuned/$name/$f" "benchmarks/results/tune/$name/"
     done
 }
 
